@@ -1,0 +1,115 @@
+package routing
+
+import "time"
+
+// Table is the resolved routing state: what every gateway and xDS client must do, with no
+// reference left to resolve (no "latest", no configuration names, no tags to look up). It is the
+// only thing the envoy translator reads, so it must be deterministic: the same state gives an
+// equal Table, with every slice sorted.
+type Table struct {
+	// Hosts are the virtual hosts of every Route, sorted by Name.
+	Hosts []VirtualHost
+	// Backends are one per revision, sorted by Cluster. Every revision has one, referenced or not,
+	// so that moving traffic onto a revision never waits for its cluster to appear.
+	Backends []Backend
+}
+
+// Visibility says which listener serves a virtual host.
+type Visibility int
+
+const (
+	// External hosts are served on the external listener ({name}.{namespace}.{domain}).
+	External Visibility = iota
+	// ClusterLocal hosts are served on the internal listener ({name}.{namespace}.svc.cluster.local).
+	ClusterLocal
+)
+
+func (v Visibility) String() string {
+	if v == ClusterLocal {
+		return "cluster-local"
+	}
+	return "external"
+}
+
+// VirtualHost is one host name of a Route (its main host or a tag's host) on one listener.
+type VirtualHost struct {
+	// Name is the host itself ("hello.default.example.com"); unique within a Visibility.
+	Name string
+	// Namespace and Route name the Route this host belongs to.
+	Namespace string
+	Route     string
+	// Tag is set on a tag's own host ("v1" for v1-hello.default.example.com).
+	Tag        string
+	Visibility Visibility
+	// Routes are matched in order; the last one has no tag header match.
+	Routes []HTTPRoute
+}
+
+// TagHeader is the request header that selects a tag's revision on a main host.
+const TagHeader = "Knative-Serving-Tag"
+
+// Headers the gateway sets on every split so the activator knows the target; they overwrite
+// anything the client sent.
+const (
+	RevisionHeader  = "Knative-Serving-Revision"
+	NamespaceHeader = "Knative-Serving-Namespace"
+)
+
+// HTTPRoute is one route of a virtual host.
+type HTTPRoute struct {
+	// TagHeader, when set, makes the route match only requests whose Knative-Serving-Tag
+	// header equals it.
+	TagHeader string
+	// Splits carry positive percents summing to 100, sorted by Cluster.
+	Splits []Split
+	// Timeout is the largest timeoutSeconds among the split revisions.
+	Timeout time.Duration
+}
+
+// Split sends Percent of a route's requests to one revision.
+type Split struct {
+	Cluster   string
+	Namespace string
+	Revision  string
+	Percent   uint32
+}
+
+// Protocol is what a revision's instances speak.
+type Protocol int
+
+const (
+	HTTP1 Protocol = iota
+	// H2C is cleartext HTTP/2, for ports named h2c or http2 (gRPC backends).
+	H2C
+)
+
+func (p Protocol) String() string {
+	if p == H2C {
+		return "h2c"
+	}
+	return "http1"
+}
+
+// Backend is a revision's upstream: one Envoy cluster and its load assignment.
+type Backend struct {
+	// Cluster is the stable cluster name, ClusterName(namespace, revision).
+	Cluster   string
+	Namespace string
+	Revision  string
+	Protocol  Protocol
+	// Endpoints are where requests go now. An empty list means nothing can serve the revision.
+	Endpoints []Endpoint
+}
+
+// Endpoint is one address requests can be sent to.
+type Endpoint struct {
+	// Host is an IP address or a DNS name.
+	Host string
+	Port uint32
+}
+
+// ClusterName is the name of a revision's cluster. It never changes while the revision exists,
+// whatever its endpoints, so a scale event touches only the load assignment.
+func ClusterName(namespace, revision string) string {
+	return namespace + "/" + revision
+}

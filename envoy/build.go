@@ -1,0 +1,262 @@
+package envoy
+
+import (
+	"fmt"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sluice-dev/sluice/routing"
+)
+
+// What gRPC-Go's xDS client (internal/xds/xdsclient/xdsresource, v1.85) does with what we emit.
+// Everything below is accepted by its validation; these parts are ignored, so they only matter
+// to Envoy:
+//   - LDS: in the API listener's HttpConnectionManager only rds (config source must be ADS or
+//     self, name non-empty), http_filters (router must be last and is the only terminal one) and
+//     common_http_protocol_options.max_stream_duration are read; stat_prefix, codec_type,
+//     upgrade_configs and use_remote_address are Envoy-only and left out of API listeners.
+//   - RDS: request_headers_to_add (route and weighted cluster level) is ignored, so gRPC
+//     backends do not receive Knative-Serving-Revision/Namespace; RouteAction.timeout is ignored
+//     (gRPC reads max_stream_duration, which is why we set both); header matcher names are
+//     lowercased by gRPC and we emit them lowercase anyway.
+//   - CDS: connect_timeout and typed_extension_protocol_options are ignored (gRPC always speaks
+//     HTTP/2); lb_policy must be ROUND_ROBIN, RING_HASH or LEAST_REQUEST, eds_config ADS or self.
+//   - EDS: a locality needs a non-nil Locality and a non-zero load_balancing_weight or it is
+//     dropped; a duplicate endpoint address NACKs the whole assignment, so we de-duplicate.
+
+const (
+	hcmFilterName    = "envoy.filters.network.http_connection_manager"
+	routerFilterName = "envoy.filters.http.router"
+	// httpProtocolOptionsKey is the extension name Envoy looks up in a cluster's
+	// typed_extension_protocol_options for upstream HTTP settings.
+	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	// tagHeaderName is routing.TagHeader lowercased: header names are case-insensitive on the
+	// wire, and gRPC matches against lowercased metadata keys.
+	tagHeaderName = "knative-serving-tag"
+	// connectTimeout bounds a TCP connect to a revision instance; a dead instance must fail over
+	// quickly, and local instances connect in microseconds.
+	connectTimeout = 5 * time.Second
+)
+
+// Shared immutable pieces. Reusing one pointer across every resource is safe because nothing
+// mutates a proto after it is built, and it saves marshalling the same Any thousands of times.
+var (
+	adsConfigSource = &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+	routerFilter = &hcmv3.HttpFilter{
+		Name:       routerFilterName,
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
+	}
+	websocketUpgrade = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
+	h2cProtocolOptions = mustAny(&upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+				},
+			},
+		},
+	})
+)
+
+// mustAny wraps m in an Any. Marshalling fails only on invalid UTF-8 in a string field; every
+// string we put in an Any is a DNS name or a constant, validated long before translation, so a
+// failure is a bug in admission and not something to carry on from.
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(fmt.Sprintf("envoy: marshal %T: %v", m, err))
+	}
+	return a
+}
+
+// buildCluster depends only on the name and protocol, never on endpoints, so a scale event
+// leaves the cluster (and Envoy's connection pools) untouched.
+func buildCluster(name string, p routing.Protocol) *clusterv3.Cluster {
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfigSource},
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+	}
+	if p == routing.H2C {
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: h2cProtocolOptions}
+	}
+	return c
+}
+
+func buildLoadAssignment(name string, eps []routing.Endpoint) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	if len(eps) == 0 {
+		return cla
+	}
+	lbs := make([]*endpointv3.LbEndpoint, 0, len(eps))
+	seen := make(map[routing.Endpoint]bool, len(eps))
+	for _, ep := range eps {
+		if seen[ep] {
+			continue
+		}
+		seen[ep] = true
+		lbs = append(lbs, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+				Address: socketAddress(ep.Host, ep.Port),
+			}},
+		})
+	}
+	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{
+		// gRPC-Go rejects a locality without an ID and silently drops one whose weight is
+		// zero or missing; Envoy ignores locality weights unless locality-weighted LB is on.
+		Locality:            &corev3.Locality{},
+		LoadBalancingWeight: wrapperspb.UInt32(1),
+		LbEndpoints:         lbs,
+	}}
+	return cla
+}
+
+func socketAddress(host string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Protocol:      corev3.SocketAddress_TCP,
+		Address:       host,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+// buildVirtualHost serves both Envoy's listener route configurations and gRPC's per-host one,
+// so it uses only what both understand (see the notes at the top of this file).
+func buildVirtualHost(vh *routing.VirtualHost) *routev3.VirtualHost {
+	routes := make([]*routev3.Route, len(vh.Routes))
+	for i := range vh.Routes {
+		routes[i] = buildRoute(&vh.Routes[i])
+	}
+	return &routev3.VirtualHost{
+		Name: vh.Name,
+		// host:* lets clients that put the port in the Host header (curl -H Host does not, but
+		// browsers and HTTP/1.1 clients on a non-default port do) reach the same host.
+		Domains: []string{vh.Name, vh.Name + ":*"},
+		Routes:  routes,
+	}
+}
+
+func buildRoute(hr *routing.HTTPRoute) *routev3.Route {
+	match := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
+	if hr.TagHeader != "" {
+		match.Headers = []*routev3.HeaderMatcher{{
+			Name: tagHeaderName,
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: hr.TagHeader},
+			}},
+		}}
+	}
+	action := &routev3.RouteAction{}
+	if hr.Timeout > 0 {
+		d := durationpb.New(hr.Timeout)
+		action.Timeout = d
+		action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: d}
+	}
+	r := &routev3.Route{Match: match, Action: &routev3.Route_Route{Route: action}}
+	if len(hr.Splits) == 1 {
+		// One target needs no weights; the headers then go on the route itself.
+		s := &hr.Splits[0]
+		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: s.Cluster}
+		r.RequestHeadersToAdd = splitHeaders(s)
+		return r
+	}
+	wcs := make([]*routev3.WeightedCluster_ClusterWeight, len(hr.Splits))
+	for i := range hr.Splits {
+		s := &hr.Splits[i]
+		wcs[i] = &routev3.WeightedCluster_ClusterWeight{
+			Name:                s.Cluster,
+			Weight:              wrapperspb.UInt32(s.Percent),
+			RequestHeadersToAdd: splitHeaders(s),
+		}
+	}
+	action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{
+		WeightedClusters: &routev3.WeightedCluster{Clusters: wcs},
+	}
+	return r
+}
+
+// splitHeaders tell the activator which revision a request is for. They overwrite what the
+// client sent, or a client could steer its request to any revision.
+func splitHeaders(s *routing.Split) []*corev3.HeaderValueOption {
+	return []*corev3.HeaderValueOption{
+		overwriteHeader(routing.RevisionHeader, s.Revision),
+		overwriteHeader(routing.NamespaceHeader, s.Namespace),
+	}
+}
+
+func overwriteHeader(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+func buildRouteConfiguration(name string, vhs []*routev3.VirtualHost) *routev3.RouteConfiguration {
+	return &routev3.RouteConfiguration{Name: name, VirtualHosts: vhs}
+}
+
+// buildListener is an Envoy gateway listener whose routes come over RDS from the route
+// configuration of the same name.
+func buildListener(name, addr string, port uint32) *listenerv3.Listener {
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: name,
+		// AUTO sniffs HTTP/1.1 versus h2c (prior knowledge), so gRPC clients can go through
+		// Envoy in cleartext too.
+		CodecType: hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsConfigSource,
+			RouteConfigName: name,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{routerFilter},
+		// Enabled here once rather than on every route: it keeps the RDS payload smaller and
+		// every Knative route allows websockets anyway.
+		UpgradeConfigs: websocketUpgrade,
+		// The gateway is the edge: trust the peer address, not a client's X-Forwarded-For.
+		UseRemoteAddress: wrapperspb.Bool(true),
+	}
+	return &listenerv3.Listener{
+		Name:    name,
+		Address: socketAddress(addr, port),
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{{
+				Name:       hcmFilterName,
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
+			}},
+		}},
+	}
+}
+
+// buildAPIListener is what a gRPC client dialing xds:///host asks for: a listener named by the
+// host whose route configuration, also named by the host, comes over ADS.
+func buildAPIListener(host string) *listenerv3.Listener {
+	hcm := &hcmv3.HttpConnectionManager{
+		// Required by Envoy's validation, ignored by gRPC.
+		StatPrefix: "grpc",
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsConfigSource,
+			RouteConfigName: host,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{routerFilter},
+	}
+	return &listenerv3.Listener{
+		Name:        host,
+		ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(hcm)},
+	}
+}

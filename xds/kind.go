@@ -1,0 +1,43 @@
+package xds
+
+import (
+	"strings"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+)
+
+// NodeKind says which listeners an xDS client is served: Envoy gateways get the
+// real listeners, proxyless gRPC clients get API listeners named by host.
+// Clusters, endpoints and route configurations are the same for both.
+type NodeKind string
+
+const (
+	NodeEnvoy NodeKind = "envoy"
+	NodeGRPC  NodeKind = "grpc"
+)
+
+// NodeKindMetadataKey lets a client state its kind in node metadata when its
+// user agent is misleading (e.g. a gRPC client that wants Envoy's listeners).
+const NodeKindMetadataKey = "sluice.dev/node-kind"
+
+// NodeKinds lists every kind, in a stable order.
+var NodeKinds = []NodeKind{NodeEnvoy, NodeGRPC}
+
+// ClassifyNode tells the kind of an xDS client. gRPC sets user_agent_name to
+// "gRPC Go", "gRPC Java", "gRPC C-core"…; anything else, including a node that
+// sends no user agent, is treated as Envoy because Envoy is what a bare
+// bootstrap most likely is.
+func ClassifyNode(node *core.Node) NodeKind {
+	if v := node.GetMetadata().GetFields()[NodeKindMetadataKey].GetStringValue(); v != "" {
+		switch NodeKind(strings.ToLower(v)) {
+		case NodeEnvoy:
+			return NodeEnvoy
+		case NodeGRPC:
+			return NodeGRPC
+		}
+	}
+	if strings.HasPrefix(strings.ToLower(node.GetUserAgentName()), "grpc") {
+		return NodeGRPC
+	}
+	return NodeEnvoy
+}

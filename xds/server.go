@@ -1,0 +1,382 @@
+// Package xds serves sluice's Envoy resources over xDS to Envoy gateways and to
+// proxyless gRPC clients.
+//
+// It builds on go-control-plane's LinearCache, one per (type, node kind) behind
+// a MuxCache. LinearCache keeps a version per resource, so a change re-sends
+// only the resources that changed: SotW RDS/EDS replies carry only them, delta
+// replies carry only them, and SotW CDS/LDS replies (which the protocol makes
+// full-state) carry the full set. Update diffs the desired resources against
+// what the caches hold and touches only the difference; nothing ever replaces a
+// cache wholesale, so neither a NACK nor a delete causes a global resync.
+//
+// Versions. A resource's version is the SHA-256 of its deterministic encoding,
+// the version delta xDS puts on the wire, so the same resources after a restart
+// have the same versions and a reconnecting delta client that sends
+// initial_resource_versions gets nothing new. SotW has only one version_info per
+// response; it is this process's prefix plus a counter. A SotW client that
+// reconnects after a restart is sent its subscribed resources again (a new stream
+// knows nothing of what the old one sent) with identical content, which Envoy
+// and gRPC recognise as unchanged. The per-process prefix makes sure such a
+// client always gets a reply, even when the new process holds no resources.
+//
+// ACKs. The server mirrors each stream's subscriptions and records, per
+// resource, the version the client ACKed (SotW: the resources of the ACKed
+// response; delta: likewise, plus initial_resource_versions). WaitAcked is the
+// seam for work that must not proceed before clients applied a change (draining
+// an instance after its removal from EDS). The stream callbacks are also where
+// load reporting (LRS) hooks in later: LRS is a separate gRPC service that
+// Register can add next to these.
+package xds
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	sotw "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+)
+
+// Resources is the full desired state, in the shape of envoy.Resources so the
+// caller can convert one to the other: (*xds.Resources)(res).
+type Resources struct {
+	Clusters     map[string]*clusterv3.Cluster
+	Endpoints    map[string]*endpointv3.ClusterLoadAssignment
+	Routes       map[string]*routev3.RouteConfiguration // shared by Envoy's listeners and gRPC's API listeners
+	Listeners    map[string]*listenerv3.Listener        // Envoy nodes only
+	APIListeners map[string]*listenerv3.Listener        // gRPC nodes only, named by host
+}
+
+// UpdateStats says what an Update changed.
+type UpdateStats struct {
+	Changed int   // resources added or changed
+	Deleted int   // resources removed
+	Bytes   int64 // encoded size of the added or changed resources: what one subscriber of all of them is pushed
+}
+
+// Options configure a Server.
+type Options struct {
+	Logger *slog.Logger // default slog.Default()
+	// Registerer receives the server's metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
+	// VersionPrefix starts every SotW version_info; default is random per
+	// process (see the package comment for why).
+	VersionPrefix string
+}
+
+// Server is sluice's xDS server.
+type Server struct {
+	log     *slog.Logger
+	metrics *metrics
+	caches  map[cacheKey]*cacheState // fixed after NewServer
+	gcp     serverv3.Server
+
+	updateMu sync.Mutex // serialises Update: it is the only writer of cacheState.entries
+
+	mu  sync.RWMutex // guards cacheState.entries/byVersion and seq
+	seq uint64       // bumped by every Update that changes something
+
+	nodes *tracker
+}
+
+// cacheKey names one LinearCache. Listeners differ by node kind; everything else
+// is shared.
+type cacheKey string
+
+const (
+	keyClusters      cacheKey = "clusters"
+	keyEndpoints     cacheKey = "endpoints"
+	keyRoutes        cacheKey = "routes"
+	keyEnvoyListener cacheKey = "listeners/envoy"
+	keyGRPCListener  cacheKey = "listeners/grpc"
+)
+
+// keyFor maps a request's type and the client's kind to its cache; ok is false
+// for a type sluice does not serve.
+func keyFor(typeURL string, kind NodeKind) (cacheKey, bool) {
+	switch typeURL {
+	case resource.ClusterType:
+		return keyClusters, true
+	case resource.EndpointType:
+		return keyEndpoints, true
+	case resource.RouteType:
+		return keyRoutes, true
+	case resource.ListenerType:
+		if kind == NodeGRPC {
+			return keyGRPCListener, true
+		}
+		return keyEnvoyListener, true
+	}
+	return "", false
+}
+
+// cacheState is one LinearCache and sluice's record of what it holds.
+type cacheState struct {
+	key     cacheKey
+	typeURL string
+	kinds   []NodeKind // node kinds served from this cache
+	cache   *cache.LinearCache
+
+	entries   map[string]*entry
+	byVersion map[string]string // version → name: versions are content hashes, and names are in the content
+}
+
+type entry struct {
+	res     types.Resource
+	version string
+	seq     uint64 // Server.seq when this content was set; orders versions of one resource
+}
+
+// NewServer creates a Server. ctx bounds every xDS stream it serves.
+func NewServer(ctx context.Context, opts Options) (*Server, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	prefix := opts.VersionPrefix
+	if prefix == "" {
+		var b [4]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("xds: version prefix: %w", err)
+		}
+		prefix = hex.EncodeToString(b[:]) + "-"
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("xds: registering metrics: %w", err)
+	}
+	s := &Server{
+		log:     logger,
+		metrics: m,
+		caches:  make(map[cacheKey]*cacheState),
+	}
+	glog := gcpLogger{logger}
+	add := func(key cacheKey, typeURL string, kinds ...NodeKind) {
+		s.caches[key] = &cacheState{
+			key:       key,
+			typeURL:   typeURL,
+			kinds:     kinds,
+			cache:     cache.NewLinearCache(typeURL, cache.WithVersionPrefix(prefix), cache.WithLogger(glog)),
+			entries:   make(map[string]*entry),
+			byVersion: make(map[string]string),
+		}
+	}
+	add(keyClusters, resource.ClusterType, NodeKinds...)
+	add(keyEndpoints, resource.EndpointType, NodeKinds...)
+	add(keyRoutes, resource.RouteType, NodeKinds...)
+	add(keyEnvoyListener, resource.ListenerType, NodeEnvoy)
+	add(keyGRPCListener, resource.ListenerType, NodeGRPC)
+
+	mux := &cache.MuxCache{
+		Classify: func(r *cache.Request) string {
+			return string(classify(r.GetTypeUrl(), ClassifyNode(r.GetNode())))
+		},
+		ClassifyDelta: func(r *cache.DeltaRequest) string {
+			return string(classify(r.GetTypeUrl(), ClassifyNode(r.GetNode())))
+		},
+		Caches: make(map[string]cache.Cache, len(s.caches)),
+	}
+	for k, cs := range s.caches {
+		mux.Caches[string(k)] = cs.cache
+	}
+	s.nodes = newTracker(s)
+	s.gcp = serverv3.NewServer(ctx, mux, s.nodes, sotw.WithLogger(glog))
+	return s, nil
+}
+
+// classify is the MuxCache key. The tracker rejects unsupported types before a
+// watch is created, so the fallback key only shows up if that check is bypassed,
+// and then the mux's "no cache defined for key" error still names the type.
+func classify(typeURL string, kind NodeKind) cacheKey {
+	if k, ok := keyFor(typeURL, kind); ok {
+		return k
+	}
+	return cacheKey("unsupported type " + typeURL)
+}
+
+// Register adds ADS (SotW and delta) and the separate CDS, EDS, LDS and RDS
+// services to g.
+func (s *Server) Register(g *grpc.Server) {
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s.gcp)
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.gcp)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.gcp)
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.gcp)
+	routeservice.RegisterRouteDiscoveryServiceServer(g, s.gcp)
+}
+
+// Update makes the caches hold exactly res and notifies the subscribers of what
+// changed. A resource is unchanged when it is the same pointer as last time
+// (the translator memoises) or proto.Equal to it. Safe for concurrent use;
+// meant to be called by one owner.
+func (s *Server) Update(res *Resources) (UpdateStats, error) {
+	if res == nil {
+		res = &Resources{}
+	}
+	s.updateMu.Lock()
+	defer s.updateMu.Unlock()
+
+	seq := s.seq + 1
+	var (
+		stats   UpdateStats
+		changes []change
+	)
+	for _, d := range []struct {
+		key  cacheKey
+		diff func(*cacheState, uint64, *UpdateStats) (change, error)
+	}{
+		{keyClusters, diffFunc(res.Clusters)},
+		{keyEndpoints, diffFunc(res.Endpoints)},
+		{keyRoutes, diffFunc(res.Routes)},
+		{keyEnvoyListener, diffFunc(res.Listeners)},
+		{keyGRPCListener, diffFunc(res.APIListeners)},
+	} {
+		c, err := d.diff(s.caches[d.key], seq, &stats)
+		if err != nil {
+			return UpdateStats{}, err
+		}
+		if c.put != nil || c.same != nil || c.deleted != nil {
+			changes = append(changes, c)
+		}
+	}
+	if len(changes) == 0 {
+		return stats, nil
+	}
+
+	// Record the new versions before the caches can send them, so that the ACK
+	// tracker finds every version a client may receive.
+	s.mu.Lock()
+	if stats.Changed+stats.Deleted > 0 {
+		s.seq = seq
+	}
+	for _, c := range changes {
+		for name, r := range c.same {
+			// A fresh entry rather than a write to the old one: readers may hold it.
+			old := c.cs.entries[name]
+			c.cs.entries[name] = &entry{res: r, version: old.version, seq: old.seq}
+		}
+		for name, e := range c.put {
+			if old := c.cs.entries[name]; old != nil {
+				delete(c.cs.byVersion, old.version)
+			}
+			c.cs.entries[name] = e
+			c.cs.byVersion[e.version] = name
+		}
+		for _, name := range c.deleted {
+			delete(c.cs.byVersion, c.cs.entries[name].version)
+			delete(c.cs.entries, name)
+		}
+	}
+	s.mu.Unlock()
+
+	var errs []error
+	for _, c := range changes {
+		if len(c.put) == 0 && len(c.deleted) == 0 {
+			continue
+		}
+		put := make(map[string]types.Resource, len(c.put))
+		for name, e := range c.put {
+			put[name] = e.res
+		}
+		if err := c.cs.cache.UpdateResources(put, c.deleted); err != nil {
+			errs = append(errs, fmt.Errorf("xds: update %s: %w", c.cs.key, err))
+		}
+		s.metrics.resources.WithLabelValues(string(c.cs.key)).Set(float64(len(c.cs.entries)))
+	}
+	s.metrics.updateBytes.Add(float64(stats.Bytes))
+	s.nodes.notify()
+	if stats.Changed+stats.Deleted > 0 {
+		s.log.Debug("xds resources updated", "changed", stats.Changed, "deleted", stats.Deleted, "bytes", stats.Bytes)
+	}
+	return stats, errors.Join(errs...)
+}
+
+// change is the difference between one cache and its desired content.
+type change struct {
+	cs      *cacheState
+	put     map[string]*entry
+	same    map[string]types.Resource // equal content, new pointer: remembered so the next Update skips it by identity
+	deleted []string
+}
+
+// diffFunc diffs a typed map without copying it into a map of interfaces, which
+// would cost an allocation per resource on every Update.
+func diffFunc[T types.Resource](want map[string]T) func(*cacheState, uint64, *UpdateStats) (change, error) {
+	return func(cs *cacheState, seq uint64, stats *UpdateStats) (change, error) {
+		c := change{cs: cs}
+		// Reading entries without Server.mu is safe: Update is their only
+		// writer and holds updateMu.
+		for name, r := range want {
+			if !r.ProtoReflect().IsValid() {
+				return change{}, fmt.Errorf("xds: update: %s %q is nil", cs.key, name)
+			}
+			// The ACK tracker reads names out of encoded resources, so the key
+			// must be the resource's own name.
+			if got := cache.GetResourceName(r); got != name {
+				return change{}, fmt.Errorf("xds: update: %s %q is keyed as %q", cs.key, got, name)
+			}
+			old := cs.entries[name]
+			if old != nil && old.res == types.Resource(r) {
+				continue
+			}
+			if old != nil && proto.Equal(old.res, r) {
+				if c.same == nil {
+					c.same = make(map[string]types.Resource)
+				}
+				c.same[name] = r
+				continue
+			}
+			b, err := cache.MarshalResource(r)
+			if err != nil {
+				return change{}, fmt.Errorf("xds: update: encoding %s %q: %w", cs.key, name, err)
+			}
+			if c.put == nil {
+				c.put = make(map[string]*entry)
+			}
+			c.put[name] = &entry{res: r, version: cache.HashResource(b), seq: seq}
+			stats.Changed++
+			stats.Bytes += int64(len(b))
+		}
+		for name := range cs.entries {
+			if _, ok := want[name]; !ok {
+				c.deleted = append(c.deleted, name)
+			}
+		}
+		stats.Deleted += len(c.deleted)
+		return c, nil
+	}
+}
+
+// Version returns the current version of a resource as served to nodes of the
+// given kind (the kind matters for listeners only), and whether it exists.
+func (s *Server) Version(typeURL, name string, kind NodeKind) (string, bool) {
+	key, ok := keyFor(typeURL, kind)
+	if !ok {
+		return "", false
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e := s.caches[key].entries[name]
+	if e == nil {
+		return "", false
+	}
+	return e.version, true
+}

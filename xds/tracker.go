@@ -1,0 +1,547 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+const (
+	typeCluster  = resource.ClusterType
+	typeEndpoint = resource.EndpointType
+	typeRoute    = resource.RouteType
+	typeListener = resource.ListenerType
+)
+
+// ErrNotFound is returned by WaitAcked for a resource that is not (or no longer)
+// in the caches.
+var ErrNotFound = errors.New("resource not found")
+
+// maxPending bounds the unanswered responses remembered per stream and type.
+// go-control-plane sends the next response of a type only after the client's
+// next request, so more than one or two means a misbehaving client.
+const maxPending = 16
+
+// tracker is the go-control-plane callbacks: it follows every stream's node,
+// subscriptions, responses and ACKs/NACKs. The callbacks of one stream run on
+// that stream's goroutine, in order, so a response is always recorded before
+// the request that answers it.
+type tracker struct {
+	s *Server
+
+	mu      sync.Mutex
+	streams map[streamKey]*streamState
+	changed chan struct{} // closed and replaced whenever an ACK, subscription, stream or resource changes
+}
+
+// streamKey tells streams apart: go-control-plane numbers SotW and delta
+// streams with separate counters.
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
+func (k streamKey) protocol() string {
+	if k.delta {
+		return "delta"
+	}
+	return "sotw"
+}
+
+type streamState struct {
+	key         streamKey
+	defaultType string     // the service's type on non-ADS streams, "" on ADS
+	node        *core.Node // nil until the first request
+	kind        NodeKind
+	opened      time.Time
+	types       map[string]*typeState
+	lastNACK    *NACK
+}
+
+type typeState struct {
+	sub      stream.Subscription // mirrors go-control-plane's subscription
+	started  bool
+	lastSent string // nonce of the last response, to mirror the stale-nonce rule
+	pending  []sentResponse
+	acked    map[string]ackedVersion
+}
+
+type sentResponse struct {
+	nonce     string
+	version   string // SotW version_info
+	resources map[string]ackedVersion
+	removed   []string
+	full      bool // a SotW CDS/LDS response: resources missing from it are gone
+}
+
+type ackedVersion struct {
+	version string
+	seq     uint64 // 0 when the version was no longer current: older than anything current
+}
+
+// NACK describes the last response a node rejected.
+type NACK struct {
+	TypeURL   string    `json:"type_url"`
+	Nonce     string    `json:"nonce"`
+	Version   string    `json:"version,omitempty"` // the rejected SotW version_info
+	Resources []string  `json:"resources"`
+	Message   string    `json:"message"`
+	Time      time.Time `json:"time"`
+}
+
+func newTracker(s *Server) *tracker {
+	return &tracker{s: s, streams: make(map[streamKey]*streamState), changed: make(chan struct{})}
+}
+
+// notifyLocked wakes WaitAcked callers. Callers hold t.mu.
+func (t *tracker) notifyLocked() {
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+func (t *tracker) notify() {
+	t.mu.Lock()
+	t.notifyLocked()
+	t.mu.Unlock()
+}
+
+func (t *tracker) open(key streamKey, typeURL string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.streams[key] = &streamState{key: key, defaultType: typeURL, opened: time.Now(), types: make(map[string]*typeState)}
+}
+
+func (t *tracker) closed(key streamKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.streams[key]
+	if st == nil {
+		return
+	}
+	delete(t.streams, key)
+	if st.node != nil {
+		t.s.metrics.streams.WithLabelValues(string(st.kind), key.protocol()).Dec()
+	}
+	// A node that is gone no longer holds up WaitAcked.
+	t.notifyLocked()
+}
+
+// identify records the node of a stream from its first request that has one.
+func (t *tracker) identify(st *streamState, node *core.Node) {
+	if st.node != nil || node == nil {
+		return
+	}
+	st.node = node
+	st.kind = ClassifyNode(node)
+	t.s.metrics.streams.WithLabelValues(string(st.kind), st.key.protocol()).Inc()
+	t.s.log.Debug("xds node connected", "node", node.GetId(), "node_kind", st.kind,
+		"user_agent", node.GetUserAgentName(), "protocol", st.key.protocol(), "stream", st.key.id)
+}
+
+func (st *streamState) typeState(typeURL string) *typeState {
+	ts := st.types[typeURL]
+	if ts == nil {
+		ts = &typeState{acked: make(map[string]ackedVersion)}
+		st.types[typeURL] = ts
+	}
+	return ts
+}
+
+func unsupported(typeURL string) error {
+	return status.Errorf(codes.InvalidArgument,
+		"sluice serves only clusters, endpoints, listeners and route configurations; unsupported type URL %q", typeURL)
+}
+
+// answer handles the nonce of a request: an ACK or a NACK of an earlier
+// response. It returns the response answered, nil if it is not known (e.g. a
+// nonce from before a reconnect).
+func (t *tracker) answer(st *streamState, ts *typeState, typeURL, nonce string, errDetail *rpcstatus.Status, reqNames []string) *sentResponse {
+	i := slices.IndexFunc(ts.pending, func(r sentResponse) bool { return r.nonce == nonce })
+	var resp *sentResponse
+	if i >= 0 {
+		resp = &ts.pending[i]
+		// Clients answer responses in order, so earlier ones were answered
+		// already or superseded.
+		ts.pending = ts.pending[i+1:]
+	}
+	if errDetail != nil {
+		n := &NACK{TypeURL: typeURL, Nonce: nonce, Message: errDetail.GetMessage(), Time: time.Now()}
+		if resp != nil {
+			n.Version = resp.version
+			n.Resources = sortedKeys(resp.resources)
+		} else {
+			n.Resources = slices.Clone(reqNames)
+		}
+		st.lastNACK = n
+		t.s.metrics.nacks.WithLabelValues(typeLabel(typeURL), string(st.kind)).Inc()
+		t.s.log.Warn("xds client rejected configuration",
+			"node", st.node.GetId(), "node_kind", st.kind, "protocol", st.key.protocol(),
+			"type", typeURL, "resources", n.Resources, "version", n.Version, "nonce", nonce,
+			"error", n.Message)
+		return resp
+	}
+	if resp == nil {
+		return nil
+	}
+	if resp.full {
+		clear(ts.acked)
+	}
+	for name, v := range resp.resources {
+		ts.acked[name] = v
+	}
+	for _, name := range resp.removed {
+		delete(ts.acked, name)
+	}
+	return resp
+}
+
+// forgetUnsubscribed drops ACKs of resources the stream no longer watches.
+func (ts *typeState) forgetUnsubscribed() {
+	if ts.sub.IsWildcard() {
+		return
+	}
+	subscribed := ts.sub.SubscribedResources()
+	for name := range ts.acked {
+		if _, ok := subscribed[name]; !ok {
+			delete(ts.acked, name)
+		}
+	}
+}
+
+func (t *tracker) OnStreamOpen(_ context.Context, id int64, typeURL string) error {
+	t.open(streamKey{id: id}, typeURL)
+	return nil
+}
+
+func (t *tracker) OnStreamClosed(id int64, _ *core.Node) { t.closed(streamKey{id: id}) }
+
+func (t *tracker) OnDeltaStreamOpen(_ context.Context, id int64, typeURL string) error {
+	t.open(streamKey{delta: true, id: id}, typeURL)
+	return nil
+}
+
+func (t *tracker) OnDeltaStreamClosed(id int64, _ *core.Node) {
+	t.closed(streamKey{delta: true, id: id})
+}
+
+func (t *tracker) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.streams[streamKey{id: id}]
+	if st == nil {
+		return nil
+	}
+	t.identify(st, req.GetNode())
+	typeURL := req.GetTypeUrl()
+	if typeURL == "" {
+		typeURL = st.defaultType
+	}
+	if _, ok := keyFor(typeURL, st.kind); !ok {
+		return unsupported(typeURL)
+	}
+	ts := st.typeState(typeURL)
+	nonce := req.GetResponseNonce()
+	if nonce != "" {
+		resp := t.answer(st, ts, typeURL, nonce, req.GetErrorDetail(), req.GetResourceNames())
+		// A client that NACKs its first response reports the version it has,
+		// which is none. LinearCache answers an empty version with everything
+		// and, for CDS and LDS, that is the rejected set again: the client
+		// would NACK it forever. Naming the rejected version instead makes the
+		// cache wait for a real change, which is what a NACK calls for.
+		if req.GetErrorDetail() != nil && req.GetVersionInfo() == "" && resp != nil {
+			req.VersionInfo = resp.version
+		}
+	}
+	// go-control-plane ignores a request whose nonce is not the latest
+	// response's; so must the mirror.
+	if ts.lastSent != "" && nonce != ts.lastSent {
+		return nil
+	}
+	if !ts.started {
+		ts.sub = stream.NewSotwSubscription(req.GetResourceNames(), true)
+		ts.started = true
+	} else {
+		ts.sub.SetResourceSubscription(req.GetResourceNames())
+	}
+	ts.forgetUnsubscribed()
+	t.notifyLocked()
+	return nil
+}
+
+func (t *tracker) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
+	typeURL := resp.GetTypeUrl()
+	// SotW responses carry no per-resource versions or names: derive both from
+	// the encoded resource, outside the lock since hashing is the costly part.
+	type item struct{ name, version string }
+	items := make([]item, 0, len(resp.GetResources()))
+	for _, a := range resp.GetResources() {
+		items = append(items, item{version: cache.HashResource(a.GetValue())})
+		name, err := encodedName(a.GetValue())
+		if err != nil {
+			t.s.log.Error("xds: cannot track an ACK", "type", typeURL, "error", err)
+			continue
+		}
+		items[len(items)-1].name = name
+	}
+	size := proto.Size(resp)
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.streams[streamKey{id: id}]
+	if st == nil {
+		return
+	}
+	key, ok := keyFor(typeURL, st.kind)
+	if !ok {
+		return
+	}
+	sent := sentResponse{
+		nonce:     resp.GetNonce(),
+		version:   resp.GetVersionInfo(),
+		resources: make(map[string]ackedVersion, len(items)),
+		full:      cache.ResourceRequiresFullStateInSotw(typeURL),
+	}
+	for _, it := range items {
+		if it.name != "" {
+			sent.resources[it.name] = t.s.ackedVersion(key, it.name, it.version)
+		}
+	}
+	t.sent(st, typeURL, sent, size)
+}
+
+func (t *tracker) sent(st *streamState, typeURL string, r sentResponse, size int) {
+	ts := st.typeState(typeURL)
+	ts.lastSent = r.nonce
+	if len(ts.pending) >= maxPending {
+		ts.pending = slices.Delete(ts.pending, 0, 1)
+	}
+	ts.pending = append(ts.pending, r)
+	t.s.metrics.sentBytes.WithLabelValues(typeLabel(typeURL), string(st.kind)).Add(float64(size))
+}
+
+func (t *tracker) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.streams[streamKey{delta: true, id: id}]
+	if st == nil {
+		return nil
+	}
+	t.identify(st, req.GetNode())
+	typeURL := req.GetTypeUrl()
+	if typeURL == "" {
+		typeURL = st.defaultType
+	}
+	key, ok := keyFor(typeURL, st.kind)
+	if !ok {
+		return unsupported(typeURL)
+	}
+	ts := st.typeState(typeURL)
+	if nonce := req.GetResponseNonce(); nonce != "" {
+		t.answer(st, ts, typeURL, nonce, req.GetErrorDetail(), req.GetResourceNamesSubscribe())
+	}
+	if !ts.started {
+		// No initial versions here: go-control-plane keeps that very map as its
+		// own state, and the mirror must not share it.
+		ts.sub = stream.NewDeltaSubscription(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(), nil, true)
+		ts.started = true
+		// What a reconnecting client already has counts as ACKed: the server
+		// will not send it again.
+		for name, v := range req.GetInitialResourceVersions() {
+			ts.acked[name] = t.s.ackedVersion(key, name, v)
+		}
+	} else {
+		ts.sub.UpdateResourceSubscriptions(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+		for _, name := range req.GetResourceNamesUnsubscribe() {
+			delete(ts.acked, name)
+		}
+	}
+	ts.forgetUnsubscribed()
+	t.notifyLocked()
+	return nil
+}
+
+func (t *tracker) OnStreamDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
+	size := proto.Size(resp)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.streams[streamKey{delta: true, id: id}]
+	if st == nil {
+		return
+	}
+	typeURL := resp.GetTypeUrl()
+	key, ok := keyFor(typeURL, st.kind)
+	if !ok {
+		return
+	}
+	sent := sentResponse{
+		nonce:     resp.GetNonce(),
+		version:   resp.GetSystemVersionInfo(),
+		resources: make(map[string]ackedVersion, len(resp.GetResources())),
+		removed:   resp.GetRemovedResources(),
+	}
+	for _, r := range resp.GetResources() {
+		sent.resources[r.GetName()] = t.s.ackedVersion(key, r.GetName(), r.GetVersion())
+	}
+	t.sent(st, typeURL, sent, size)
+}
+
+// OnFetchRequest refuses REST fetches: LinearCache cannot answer them and
+// sluice does not register the REST endpoints.
+func (t *tracker) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error {
+	return status.Error(codes.Unimplemented, "sluice serves xDS over gRPC streams only")
+}
+
+func (t *tracker) OnFetchResponse(*discovery.DiscoveryRequest, *discovery.DiscoveryResponse) {}
+
+// ackedVersion pairs a version with its order among the resource's versions:
+// the current one's sequence, or 0 for anything else (older, since a version
+// becomes current before any client can be sent it).
+func (s *Server) ackedVersion(key cacheKey, name, version string) ackedVersion {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if e := s.caches[key].entries[name]; e != nil && e.version == version {
+		return ackedVersion{version: version, seq: e.seq}
+	}
+	return ackedVersion{version: version}
+}
+
+// encodedName reads field 1 of an encoded resource: the name of a Cluster,
+// Listener or RouteConfiguration and the cluster_name of a
+// ClusterLoadAssignment. Deterministic encoding writes it first, so this is
+// far cheaper than decoding the resource.
+func encodedName(b []byte) (string, error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return "", fmt.Errorf("reading resource name: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return "", fmt.Errorf("reading resource name: %w", protowire.ParseError(n))
+			}
+			return string(v), nil
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return "", fmt.Errorf("reading resource name: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	return "", errors.New("reading resource name: resource has no name")
+}
+
+// WaitAcked returns when every connected node subscribed to the resource has
+// ACKed version or a later one, or has gone; or with ctx's error. A version
+// that is no longer current is treated as superseded by the current one, which
+// is then waited for. The resource must be in the caches (ErrNotFound).
+//
+// It is the seam for changes that must be applied by the data plane before the
+// caller proceeds: e.g. stopping an instance only after its removal from a
+// ClusterLoadAssignment was ACKed.
+func (s *Server) WaitAcked(ctx context.Context, typeURL, name, version string) error {
+	// The goal is fixed at the first look so that later changes to the
+	// resource do not make the wait longer than asked.
+	goals := make(map[cacheKey]uint64, 2)
+	for {
+		targets, err := s.ackTargets(typeURL, name)
+		if err != nil {
+			return fmt.Errorf("xds: waiting for ACKs of %s %q: %w", typeURL, name, err)
+		}
+		for k, tg := range targets {
+			if g, ok := goals[k]; ok {
+				tg.seq = g
+				targets[k] = tg
+			} else {
+				goals[k] = tg.seq
+			}
+		}
+		changed, waiting := s.nodes.unacked(typeURL, name, targets)
+		if len(waiting) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("xds: waiting for %s %q version %s to be ACKed by %v: %w", typeURL, name, version, waiting, ctx.Err())
+		case <-changed:
+		}
+	}
+}
+
+type ackTarget struct {
+	version string // current: ACKing it is always enough
+	seq     uint64 // ACKing a version at least this recent is enough
+}
+
+func (s *Server) ackTargets(typeURL, name string) (map[cacheKey]ackTarget, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	targets := make(map[cacheKey]ackTarget, 2)
+	for _, kind := range NodeKinds {
+		key, ok := keyFor(typeURL, kind)
+		if !ok {
+			return nil, unsupported(typeURL)
+		}
+		if e := s.caches[key].entries[name]; e != nil {
+			targets[key] = ackTarget{version: e.version, seq: e.seq}
+		}
+	}
+	if len(targets) == 0 {
+		return nil, ErrNotFound
+	}
+	return targets, nil
+}
+
+// unacked lists the nodes that still have to ACK, and the channel that is
+// closed when that may have changed.
+func (t *tracker) unacked(typeURL, name string, targets map[cacheKey]ackTarget) (<-chan struct{}, []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var waiting []string
+	for _, st := range t.streams {
+		if st.node == nil {
+			continue
+		}
+		key, _ := keyFor(typeURL, st.kind)
+		tg, ok := targets[key]
+		if !ok {
+			continue // not served to this kind of node
+		}
+		ts := st.types[typeURL]
+		if ts == nil || !ts.started {
+			continue
+		}
+		if _, ok := ts.sub.SubscribedResources()[name]; !ok && !ts.sub.IsWildcard() {
+			continue
+		}
+		if a, ok := ts.acked[name]; ok && (a.version == tg.version || a.seq >= tg.seq && a.seq > 0) {
+			continue
+		}
+		waiting = append(waiting, st.node.GetId())
+	}
+	return t.changed, waiting
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,449 @@
+package routing
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "github.com/sluice-dev/sluice/routing/v1"
+)
+
+// Apply admits objs into st, in order, and returns the change to store. It is all or nothing:
+// on error nothing of objs is admitted and the error names the object and field at fault.
+//
+// A Service derives its Configuration and Route of the same name; a Configuration whose template
+// changed gets a new generation and a new Revision (named by the template or
+// "<configuration>-<generation, 5 digits>"). Re-applying an identical object changes nothing.
+//
+// Apply is stricter than Knative on purpose: traffic naming a revision or configuration that
+// does not exist in the namespace once all of objs are admitted is rejected, instead of being
+// accepted and reported later as a not-ready Route. Bad input then never half-applies, and the
+// user learns of a typo at apply time. A later object of objs may reference a revision an
+// earlier one creates.
+func Apply(st *State, objs []v1.Object, now time.Time) (Change, error) {
+	a := &admission{st: st.Clone(), now: metav1.NewTime(stamp(now)), index: map[Ref]int{}}
+	for _, in := range objs {
+		o := v1.Clone(in)
+		v1.SetDefaults(o)
+		if err := v1.Validate(o); err != nil {
+			return Change{}, err
+		}
+		var err error
+		switch o := o.(type) {
+		case *v1.Service:
+			err = a.service(o)
+		case *v1.Configuration:
+			err = a.configuration(o, nil)
+		case *v1.Route:
+			err = a.route(o, nil)
+		case *v1.Revision:
+			err = fmt.Errorf("%s: revisions are created from a template: apply the Service or Configuration that owns it", v1.Describe(o))
+		}
+		if err != nil {
+			return Change{}, err
+		}
+	}
+	for _, t := range a.routes {
+		if err := a.checkReferences(t.key, t.from); err != nil {
+			return Change{}, err
+		}
+	}
+	return Change{Put: a.puts}, nil
+}
+
+type admission struct {
+	st    *State
+	now   metav1.Time
+	puts  []v1.Object
+	index map[Ref]int
+	// routes are the routes objs touched, with the object the user applied for each (a Service
+	// or the Route), so reference errors name what the user wrote.
+	routes []touchedRoute
+}
+
+type touchedRoute struct {
+	key  Key
+	from string
+}
+
+func (a *admission) put(o v1.Object) {
+	r := RefOf(o)
+	if i, ok := a.index[r]; ok {
+		a.puts[i] = o
+	} else {
+		a.index[r] = len(a.puts)
+		a.puts = append(a.puts, o)
+	}
+	a.st.put(o)
+}
+
+// ownerOf is the name of the Service controlling o, or "".
+func ownerOf(o metav1.Object) string {
+	for _, ref := range o.GetOwnerReferences() {
+		if ref.Kind == v1.KindService && ref.Controller != nil && *ref.Controller {
+			return ref.Name
+		}
+	}
+	return ""
+}
+
+func ownerRef(kind, name string) metav1.OwnerReference {
+	t := true
+	return metav1.OwnerReference{APIVersion: v1.APIVersion, Kind: kind, Name: name, Controller: &t, BlockOwnerDeletion: &t}
+}
+
+func (a *admission) service(svc *v1.Service) error {
+	k := KeyOf(svc)
+	for _, other := range []v1.Object{a.st.Configurations[k], a.st.Routes[k]} {
+		if isNil(other) {
+			continue
+		}
+		if owner := ownerOf(other); owner != svc.Name {
+			return fmt.Errorf("%s: %s already exists and is not owned by this Service: delete it first", v1.Describe(svc), v1.Describe(other))
+		}
+	}
+	svc.Status = v1.ServiceStatus{}
+	old := a.st.Services[k]
+	changed := adoptMeta(svc, old, a.now, old != nil && !sameJSON(old.Spec, svc.Spec))
+	if old != nil {
+		svc.Status = old.Status
+	}
+
+	labels := withLabels(svc.Labels, map[string]string{v1.LabelService: svc.Name})
+	cfg := &v1.Configuration{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: svc.Name, Namespace: svc.Namespace, Labels: labels, Annotations: copyMap(svc.Annotations),
+			OwnerReferences: []metav1.OwnerReference{ownerRef(v1.KindService, svc.Name)},
+		},
+		Spec: svc.Spec.ConfigurationSpec,
+	}
+	route := &v1.Route{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: svc.Name, Namespace: svc.Namespace, Labels: copyMap(labels), Annotations: copyMap(svc.Annotations),
+			OwnerReferences: []metav1.OwnerReference{ownerRef(v1.KindService, svc.Name)},
+		},
+		Spec: svc.Spec.RouteSpec,
+	}
+	// The derived objects share nothing with svc, which goes into the State as it is.
+	cfg, route = v1.Clone(cfg), v1.Clone(route)
+	if err := a.configuration(cfg, svc); err != nil {
+		return err
+	}
+	if err := a.route(route, svc); err != nil {
+		return err
+	}
+	if changed {
+		a.put(svc)
+	}
+	return nil
+}
+
+// adoptMeta carries what the system owns (creation time, generation) from old to o, bumps the
+// generation when the spec changed, and reports whether o differs from old at all.
+func adoptMeta(o, old v1.Object, now metav1.Time, specChanged bool) bool {
+	o.SetResourceVersion("")
+	o.SetManagedFields(nil)
+	if isNil(old) {
+		o.SetGeneration(1)
+		o.SetCreationTimestamp(now)
+		return true
+	}
+	o.SetCreationTimestamp(old.GetCreationTimestamp())
+	o.SetUID(old.GetUID())
+	o.SetGeneration(old.GetGeneration())
+	if specChanged {
+		o.SetGeneration(old.GetGeneration() + 1)
+		return true
+	}
+	return !sameMap(o.GetLabels(), old.GetLabels()) || !sameMap(o.GetAnnotations(), old.GetAnnotations()) ||
+		!sameJSON(o.GetOwnerReferences(), old.GetOwnerReferences())
+}
+
+func isNil(o v1.Object) bool {
+	switch o := o.(type) {
+	case nil:
+		return true
+	case *v1.Service:
+		return o == nil
+	case *v1.Configuration:
+		return o == nil
+	case *v1.Route:
+		return o == nil
+	case *v1.Revision:
+		return o == nil
+	}
+	return false
+}
+
+func (a *admission) configuration(cfg *v1.Configuration, svc *v1.Service) error {
+	k := KeyOf(cfg)
+	old := a.st.Configurations[k]
+	if svc == nil {
+		if old != nil && ownerOf(old) != "" {
+			return fmt.Errorf("%s is owned by Service %s/%s: apply the Service instead", v1.Describe(cfg), cfg.Namespace, ownerOf(old))
+		}
+		if s := a.st.Services[k]; s != nil {
+			return fmt.Errorf("%s: the name is taken by %s", v1.Describe(cfg), v1.Describe(s))
+		}
+	}
+	cfg.Status = v1.ConfigurationStatus{}
+	templateChanged := old == nil || !sameJSON(old.Spec, cfg.Spec)
+	changed := adoptMeta(cfg, old, a.now, old != nil && templateChanged)
+	if old != nil {
+		cfg.Status = old.Status
+	}
+	if !changed {
+		return nil
+	}
+	if templateChanged {
+		if err := a.stampRevision(cfg, svc); err != nil {
+			return err
+		}
+	}
+	a.put(cfg)
+	return nil
+}
+
+// systemLabels are the labels sluice puts on a revision, as opposed to those of its template.
+var systemLabels = []string{v1.LabelService, v1.LabelConfiguration, v1.LabelConfigurationGeneration, v1.LabelRoute}
+
+// stampRevision creates the revision of cfg's current template and generation.
+func (a *admission) stampRevision(cfg *v1.Configuration, svc *v1.Service) error {
+	gen := cfg.Generation
+	t := cfg.Spec.Template
+	name := t.Name
+	if name == "" {
+		name = fmt.Sprintf("%s-%05d", cfg.Name, gen)
+	}
+	labels := withLabels(t.Labels, map[string]string{
+		v1.LabelConfiguration:           cfg.Name,
+		v1.LabelConfigurationGeneration: strconv.FormatInt(gen, 10),
+	})
+	if svc != nil {
+		labels[v1.LabelService] = svc.Name
+	}
+	rev := v1.Clone(&v1.Revision{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: cfg.Namespace, Labels: labels, Annotations: copyMap(t.Annotations),
+			OwnerReferences: []metav1.OwnerReference{ownerRef(v1.KindConfiguration, cfg.Name)},
+			Generation:      1, CreationTimestamp: a.now,
+		},
+		Spec: t.Spec,
+	})
+	what := v1.Describe(cfg)
+	if svc != nil {
+		what = v1.Describe(svc)
+	}
+	existing := a.st.Revisions[KeyOf(rev)]
+	if existing == nil {
+		a.put(rev)
+		return nil
+	}
+	if c := existing.Labels[v1.LabelConfiguration]; c != cfg.Name {
+		return fmt.Errorf("%s: spec.template.metadata.name: revision %q already belongs to Configuration %q", what, name, c)
+	}
+	if t.Name == "" {
+		return fmt.Errorf("%s: revision %q already exists: name the template (spec.template.metadata.name)", what, name)
+	}
+	if diff := shortDiff(templateOf(existing), templateOf(rev)); diff != "" {
+		return fmt.Errorf("%s: spec.template: Saw the following changes without a name change (-old +new): %s", what, diff)
+	}
+	// The template went back to an existing revision under its own name (a rollback by
+	// re-applying an older file): the revision becomes the newest created again.
+	again := v1.Clone(existing)
+	again.Labels[v1.LabelConfigurationGeneration] = strconv.FormatInt(gen, 10)
+	a.put(again)
+	return nil
+}
+
+// templateOf is what of a revision came from its template, for comparing the two.
+func templateOf(rev *v1.Revision) any {
+	labels := copyMap(rev.Labels)
+	for _, l := range systemLabels {
+		delete(labels, l)
+	}
+	return map[string]any{
+		"metadata": map[string]any{"labels": labels, "annotations": rev.Annotations},
+		"spec":     rev.Spec,
+	}
+}
+
+func (a *admission) route(r *v1.Route, svc *v1.Service) error {
+	k := KeyOf(r)
+	old := a.st.Routes[k]
+	from := v1.Describe(r)
+	if svc != nil {
+		from = v1.Describe(svc)
+	} else {
+		if old != nil && ownerOf(old) != "" {
+			return fmt.Errorf("%s is owned by Service %s/%s: apply the Service instead", v1.Describe(r), r.Namespace, ownerOf(old))
+		}
+		if s := a.st.Services[k]; s != nil {
+			return fmt.Errorf("%s: the name is taken by %s", v1.Describe(r), v1.Describe(s))
+		}
+	}
+	a.routes = append(a.routes, touchedRoute{key: k, from: from})
+	r.Status = v1.RouteStatus{}
+	changed := adoptMeta(r, old, a.now, old != nil && !sameJSON(old.Spec, r.Spec))
+	if old != nil {
+		r.Status = old.Status
+	}
+	if changed {
+		a.put(r)
+	}
+	return nil
+}
+
+// checkReferences rejects traffic that names what does not exist in the namespace.
+func (a *admission) checkReferences(k Key, from string) error {
+	r := a.st.Routes[k]
+	for i, t := range r.Spec.Traffic {
+		if t.RevisionName != "" {
+			rev := a.st.Revisions[Key{Namespace: k.Namespace, Name: t.RevisionName}]
+			if rev == nil {
+				return fmt.Errorf("%s: spec.traffic[%d].revisionName: revision %q not found in namespace %s%s",
+					from, i, t.RevisionName, k.Namespace, a.knownRevisions(k))
+			}
+		}
+		if t.ConfigurationName != "" && a.st.Configurations[Key{Namespace: k.Namespace, Name: t.ConfigurationName}] == nil {
+			return fmt.Errorf("%s: spec.traffic[%d].configurationName: configuration %q not found in namespace %s",
+				from, i, t.ConfigurationName, k.Namespace)
+		}
+	}
+	return nil
+}
+
+// knownRevisions lists the revisions of the route's own configuration, to help with a typo.
+func (a *admission) knownRevisions(k Key) string {
+	var names []string
+	for rk, rev := range a.st.Revisions {
+		if rk.Namespace == k.Namespace && rev.Labels[v1.LabelConfiguration] == k.Name {
+			names = append(names, rk.Name)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	sort.Strings(names)
+	return " (revisions of " + k.Name + ": " + strings.Join(names, ", ") + ")"
+}
+
+func withLabels(base, extra map[string]string) map[string]string {
+	out := copyMap(base)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
+}
+
+func copyMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func sameMap(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// sameJSON compares by serialised form, which is how objects are stored: nil and empty
+// collections are the same thing there.
+func sameJSON(a, b any) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+}
+
+// maxDiffLines keeps "changes without a name change" errors to one readable line.
+const maxDiffLines = 6
+
+// shortDiff lists the leaves that differ between a and b as "-path: old +path: new".
+func shortDiff(a, b any) string {
+	fa, fb := flatten(a), flatten(b)
+	paths := map[string]bool{}
+	for p := range fa {
+		paths[p] = true
+	}
+	for p := range fb {
+		paths[p] = true
+	}
+	sorted := make([]string, 0, len(paths))
+	for p := range paths {
+		if fa[p] != fb[p] {
+			sorted = append(sorted, p)
+		}
+	}
+	sort.Strings(sorted)
+	var parts []string
+	for i, p := range sorted {
+		if i == maxDiffLines {
+			parts = append(parts, fmt.Sprintf("... (%d more)", len(sorted)-i))
+			break
+		}
+		var d []string
+		if v, ok := fa[p]; ok {
+			d = append(d, "-"+p+": "+v)
+		}
+		if v, ok := fb[p]; ok {
+			d = append(d, "+"+p+": "+v)
+		}
+		parts = append(parts, strings.Join(d, " "))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func flatten(v any) map[string]string {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return map[string]string{"": err.Error()}
+	}
+	var generic any
+	if err := json.Unmarshal(data, &generic); err != nil {
+		return map[string]string{"": err.Error()}
+	}
+	out := map[string]string{}
+	var walk func(prefix string, v any)
+	walk = func(prefix string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, e := range v {
+				p := k
+				if prefix != "" {
+					p = prefix + "." + k
+				}
+				walk(p, e)
+			}
+		case []any:
+			for i, e := range v {
+				walk(prefix+"["+strconv.Itoa(i)+"]", e)
+			}
+		default:
+			leaf, _ := json.Marshal(v)
+			out[prefix] = string(leaf)
+		}
+	}
+	walk("", generic)
+	return out
+}

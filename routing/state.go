@@ -1,0 +1,200 @@
+// Package routing is sluice's pure model of Knative serving: admission of objects (Apply,
+// Delete), their statuses (Reconcile) and the resolved routing Table (BuildTable). Nothing here
+// does I/O; callers own persistence and time.
+package routing
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	v1 "github.com/sluice-dev/sluice/routing/v1"
+)
+
+// Key names a namespaced object.
+type Key struct{ Namespace, Name string }
+
+func (k Key) String() string { return k.Namespace + "/" + k.Name }
+
+// KeyOf is the key of an object.
+func KeyOf(o v1.Object) Key { return Key{Namespace: o.GetNamespace(), Name: o.GetName()} }
+
+// Ref names an object of a kind (v1.KindService etc.).
+type Ref struct {
+	Kind string
+	Key
+}
+
+func (r Ref) String() string { return r.Kind + " " + r.Key.String() }
+
+// RefOf is the reference to an object.
+func RefOf(o v1.Object) Ref { return Ref{Kind: v1.KindOf(o), Key: KeyOf(o)} }
+
+// State is every object sluice knows. Objects are never mutated once in a State: a change
+// replaces them, so a State can be shared with readers without locks.
+type State struct {
+	Services       map[Key]*v1.Service
+	Configurations map[Key]*v1.Configuration
+	Routes         map[Key]*v1.Route
+	Revisions      map[Key]*v1.Revision
+}
+
+// NewState returns an empty State.
+func NewState() *State {
+	return &State{
+		Services:       map[Key]*v1.Service{},
+		Configurations: map[Key]*v1.Configuration{},
+		Routes:         map[Key]*v1.Route{},
+		Revisions:      map[Key]*v1.Revision{},
+	}
+}
+
+// Clone copies the maps (not the objects, which are immutable).
+func (s *State) Clone() *State {
+	return &State{
+		Services:       cloneMap(s.Services),
+		Configurations: cloneMap(s.Configurations),
+		Routes:         cloneMap(s.Routes),
+		Revisions:      cloneMap(s.Revisions),
+	}
+}
+
+func cloneMap[V any](m map[Key]V) map[Key]V {
+	out := make(map[Key]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// Change is what Apply, Delete and Reconcile decide: objects to write and objects to remove.
+// The store writes it atomically.
+type Change struct {
+	Put    []v1.Object
+	Delete []Ref
+}
+
+// Empty reports whether the change does nothing.
+func (c Change) Empty() bool { return len(c.Put) == 0 && len(c.Delete) == 0 }
+
+// With returns a new State with c applied; s is untouched. Deletes are applied before puts.
+func (s *State) With(c Change) *State {
+	out := s.Clone()
+	for _, r := range c.Delete {
+		out.remove(r)
+	}
+	for _, o := range c.Put {
+		out.put(o)
+	}
+	return out
+}
+
+// Get returns the object a Ref names, or nil.
+func (s *State) Get(r Ref) v1.Object {
+	var o v1.Object
+	var ok bool
+	switch r.Kind {
+	case v1.KindService:
+		o, ok = lookup(s.Services, r.Key)
+	case v1.KindConfiguration:
+		o, ok = lookup(s.Configurations, r.Key)
+	case v1.KindRoute:
+		o, ok = lookup(s.Routes, r.Key)
+	case v1.KindRevision:
+		o, ok = lookup(s.Revisions, r.Key)
+	}
+	if !ok {
+		return nil
+	}
+	return o
+}
+
+func lookup[T v1.Object](m map[Key]T, k Key) (v1.Object, bool) {
+	v, ok := m[k]
+	return v, ok
+}
+
+func (s *State) put(o v1.Object) {
+	k := KeyOf(o)
+	switch o := o.(type) {
+	case *v1.Service:
+		s.Services[k] = o
+	case *v1.Configuration:
+		s.Configurations[k] = o
+	case *v1.Route:
+		s.Routes[k] = o
+	case *v1.Revision:
+		s.Revisions[k] = o
+	default:
+		panic(fmt.Sprintf("routing: cannot store %T", o))
+	}
+}
+
+func (s *State) remove(r Ref) {
+	switch r.Kind {
+	case v1.KindService:
+		delete(s.Services, r.Key)
+	case v1.KindConfiguration:
+		delete(s.Configurations, r.Key)
+	case v1.KindRoute:
+		delete(s.Routes, r.Key)
+	case v1.KindRevision:
+		delete(s.Revisions, r.Key)
+	}
+}
+
+func sortedKeys[V any](m map[Key]V) []Key {
+	keys := make([]Key, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].Namespace != keys[j].Namespace {
+			return keys[i].Namespace < keys[j].Namespace
+		}
+		return keys[i].Name < keys[j].Name
+	})
+	return keys
+}
+
+// Config is how hosts are named.
+type Config struct {
+	// Domain is the suffix of external hosts; "example.com" when empty.
+	Domain string
+}
+
+// DefaultDomain is Knative's default domain.
+const DefaultDomain = "example.com"
+
+func (c Config) domain() string {
+	if c.Domain == "" {
+		return DefaultDomain
+	}
+	return c.Domain
+}
+
+// ExternalHost is a route's (or, with tag set, a tag's) host on the external listener.
+func (c Config) ExternalHost(namespace, name, tag string) string {
+	return hostLabel(name, tag) + "." + namespace + "." + c.domain()
+}
+
+// ClusterLocalHost is a route's (or a tag's) host on the internal listener.
+func ClusterLocalHost(namespace, name, tag string) string {
+	return hostLabel(name, tag) + "." + namespace + ".svc.cluster.local"
+}
+
+func hostLabel(name, tag string) string {
+	if tag == "" {
+		return name
+	}
+	return tag + "-" + name
+}
+
+// clusterLocal reports whether a route is kept off the external listener.
+func clusterLocal(r *v1.Route) bool {
+	return r.Labels[v1.LabelVisibility] == v1.VisibilityClusterLocal
+}
+
+// stamp is how times are stored: whole seconds in UTC, what survives a JSON round trip, so a
+// status read back from the store equals the one computed.
+func stamp(t time.Time) time.Time { return t.UTC().Truncate(time.Second) }

@@ -104,7 +104,7 @@ func (s *Server) ConnectedNodes() []NodeStatus {
 }
 
 // DebugHandler serves Debug as JSON; the query parameter "type" filters the
-// resources by type URL substring (e.g. ?type=Cluster).
+// resources by type URL substring (e.g. ?type=cluster.v3.Cluster).
 func (s *Server) DebugHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {

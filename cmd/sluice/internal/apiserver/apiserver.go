@@ -1,0 +1,316 @@
+// Package apiserver is sluice's HTTP API over a store: apply, get, list and delete of Knative
+// objects. The caller owns the listener and may add its own handlers (metrics, xDS debug) to the
+// same mux, behind the same token.
+package apiserver
+
+import (
+	"cmp"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"slices"
+
+	"github.com/sluice-dev/sluice/cmd/sluice/internal/api"
+	"github.com/sluice-dev/sluice/routing"
+	"github.com/sluice-dev/sluice/routing/store"
+	v1 "github.com/sluice-dev/sluice/routing/v1"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Token, when set, is required as "Authorization: Bearer <token>" on every path but /healthz.
+	Token string
+	// MaxBodyBytes bounds an apply body; 0 means api.MaxBodyBytes.
+	MaxBodyBytes int64
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is an http.Handler.
+type Server struct {
+	store   *store.Store
+	opts    Options
+	log     *slog.Logger
+	mux     *http.ServeMux
+	handler http.Handler
+}
+
+// New builds the API over st.
+func New(st *store.Store, opts Options) *Server {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = api.MaxBodyBytes
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{store: st, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	s.mux.HandleFunc("POST "+api.Prefix+"/apply", s.apply)
+	s.mux.HandleFunc("GET "+api.Prefix+"/{resource}", s.list)
+	s.mux.HandleFunc("GET "+api.Prefix+"/namespaces/{namespace}/{resource}", s.list)
+	s.mux.HandleFunc("GET "+api.Prefix+"/namespaces/{namespace}/{resource}/{name}", s.get)
+	s.mux.HandleFunc("DELETE "+api.Prefix+"/namespaces/{namespace}/{resource}/{name}", s.delete)
+	s.handler = s.authenticate(s.mux)
+	return s
+}
+
+// Handle adds a handler to the API's mux (Go 1.22 pattern syntax), behind the same token.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	if s.opts.Token == "" {
+		return next
+	}
+	want := []byte("Bearer " + s.opts.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Health checks come from probes that hold no token and learn nothing from "ok".
+		if r.URL.Path == "/healthz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token: set --token or SLUICE_TOKEN to the token sluice serve was started with")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
+	dryRun := r.URL.Query().Get("dryRun") == "true"
+	r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+	objs, status, err := s.decodeBody(r)
+	if err != nil {
+		writeError(w, status, err.Error())
+		return
+	}
+	res, err := s.store.Apply(objs, dryRun)
+	if err != nil {
+		if _, ok := errors.AsType[*store.AdmissionError](err); ok {
+			writeError(w, http.StatusUnprocessableEntity, err.Error())
+			return
+		}
+		s.log.Error("apply failed", "err", err)
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	out := api.ApplyResponse{DryRun: dryRun}
+	for _, o := range res.Objects {
+		out.Results = append(out.Results, result(o.Ref, string(o.Action)))
+	}
+	for _, k := range res.Revisions {
+		out.Revisions = append(out.Revisions, result(routing.Ref{Kind: v1.KindRevision, Key: k}, string(store.Created)))
+	}
+	if !dryRun && (len(res.Change.Put) > 0 || len(res.Change.Delete) > 0) {
+		s.log.Info("applied", "objects", len(res.Objects), "written", len(res.Change.Put), "deleted", len(res.Change.Delete), "revisionsCreated", len(res.Revisions))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// decodeBody reads either one document stream (its name in ?source=) or a multipart form with
+// one part per file, so that a directory applies as one all-or-nothing batch and every error
+// still names its file.
+func (s *Server) decodeBody(r *http.Request) ([]v1.Object, int, error) {
+	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != "multipart/form-data" {
+		data, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, bodyStatus(err), bodyError(err, s.opts.MaxBodyBytes)
+		}
+		source := cmp.Or(r.URL.Query().Get("source"), "request body")
+		objs, err := v1.Decode(data, source)
+		if err != nil {
+			return nil, http.StatusBadRequest, err
+		}
+		return objs, 0, nil
+	}
+	mr := multipart.NewReader(r.Body, params["boundary"])
+	var objs []v1.Object
+	for i := 1; ; i++ {
+		p, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, bodyStatus(err), bodyError(err, s.opts.MaxBodyBytes)
+		}
+		source := cmp.Or(p.FileName(), fmt.Sprintf("part %d", i))
+		data, err := io.ReadAll(p)
+		if err != nil {
+			return nil, bodyStatus(err), bodyError(err, s.opts.MaxBodyBytes)
+		}
+		got, err := v1.Decode(data, source)
+		if err != nil {
+			return nil, http.StatusBadRequest, err
+		}
+		objs = append(objs, got...)
+	}
+	return objs, 0, nil
+}
+
+func bodyStatus(err error) int {
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusBadRequest
+}
+
+func bodyError(err error, limit int64) error {
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return fmt.Errorf("request body is larger than %d MiB; split the apply into smaller files", limit>>20)
+	}
+	return fmt.Errorf("read request body: %w", err)
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	kind, ok := kindOf(w, r)
+	if !ok {
+		return
+	}
+	// The namespaced path wins; ?namespace= serves the cluster-wide path; neither lists all.
+	ns := cmp.Or(r.PathValue("namespace"), r.URL.Query().Get("namespace"))
+	var objs []v1.Object
+	st := s.store.State()
+	collect := func(k routing.Key, o v1.Object) {
+		if ns == "" || k.Namespace == ns {
+			objs = append(objs, o)
+		}
+	}
+	switch kind {
+	case v1.KindService:
+		for k, o := range st.Services {
+			collect(k, o)
+		}
+	case v1.KindConfiguration:
+		for k, o := range st.Configurations {
+			collect(k, o)
+		}
+	case v1.KindRoute:
+		for k, o := range st.Routes {
+			collect(k, o)
+		}
+	case v1.KindRevision:
+		for k, o := range st.Revisions {
+			collect(k, o)
+		}
+	}
+	slices.SortFunc(objs, func(a, b v1.Object) int {
+		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
+	})
+	out := api.List{APIVersion: "v1", Kind: "List", Items: make([]json.RawMessage, 0, len(objs))}
+	for _, o := range objs {
+		data, err := json.Marshal(typed(o))
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, fmt.Sprintf("encode %s: %v", routing.RefOf(o).String(), err))
+			return
+		}
+		out.Items = append(out.Items, data)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request) {
+	kind, ok := kindOf(w, r)
+	if !ok {
+		return
+	}
+	ref := routing.Ref{Kind: kind, Key: routing.Key{Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}}
+	o := s.store.State().Get(ref)
+	if o == nil {
+		writeError(w, http.StatusNotFound, ref.String()+" not found")
+		return
+	}
+	writeJSON(w, http.StatusOK, typed(o))
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
+	kind, ok := kindOf(w, r)
+	if !ok {
+		return
+	}
+	ref := routing.Ref{Kind: kind, Key: routing.Key{Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}}
+	change, err := s.store.Delete(ref)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, ref.String()+" not found")
+		return
+	case err != nil:
+		if _, ok := errors.AsType[*store.AdmissionError](err); ok {
+			// routing.Delete refuses, e.g., a Route owned by a Service.
+			writeError(w, http.StatusConflict, err.Error())
+			return
+		}
+		s.log.Error("delete failed", "ref", ref.String(), "err", err)
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	s.log.Info("deleted", "ref", ref.String(), "objects", len(change.Delete))
+	out := api.DeleteResponse{Deleted: make([]api.ObjectResult, 0, len(change.Delete))}
+	for _, d := range change.Delete {
+		out.Deleted = append(out.Deleted, result(d, "deleted"))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func kindOf(w http.ResponseWriter, r *http.Request) (string, bool) {
+	res := r.PathValue("resource")
+	kind, ok := api.Resources[res]
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown resource %q: want services, configurations, routes or revisions", res))
+	}
+	return kind, ok
+}
+
+func result(ref routing.Ref, action string) api.ObjectResult {
+	return api.ObjectResult{Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name, Action: action}
+}
+
+// typed returns o with apiVersion and kind set: objects derived in admission may lack them, and
+// a client printing -o yaml should get what it could apply back.
+func typed(o v1.Object) v1.Object {
+	kind := routing.RefOf(o).Kind
+	switch t := o.(type) {
+	case *v1.Service:
+		c := *t
+		c.APIVersion, c.Kind = v1.APIVersion, kind
+		return &c
+	case *v1.Configuration:
+		c := *t
+		c.APIVersion, c.Kind = v1.APIVersion, kind
+		return &c
+	case *v1.Route:
+		c := *t
+		c.APIVersion, c.Kind = v1.APIVersion, kind
+		return &c
+	case *v1.Revision:
+		c := *t
+		c.APIVersion, c.Kind = v1.APIVersion, kind
+		return &c
+	}
+	return o
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	// A write error means the client went away; there is no one left to tell.
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, api.Error{Error: msg})
+}

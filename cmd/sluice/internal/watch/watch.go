@@ -1,0 +1,231 @@
+// Package watch applies a directory of manifests to the store whenever it changes (GitOps).
+//
+// Every sync applies all the directory's files as one all-or-nothing batch, so a half-edited
+// file never half-applies: the error is logged and the last good state keeps serving. Objects a
+// sync applied carry AnnotationSource; when a later sync no longer contains one, it is deleted.
+package watch
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/sluice-dev/sluice/cmd/sluice/internal/manifest"
+	"github.com/sluice-dev/sluice/routing"
+	"github.com/sluice-dev/sluice/routing/store"
+	v1 "github.com/sluice-dev/sluice/routing/v1"
+)
+
+// AnnotationSource marks an object as applied from a watched directory (its absolute path),
+// which makes the watcher responsible for deleting it when it leaves the directory.
+const AnnotationSource = "sluice.dev/applied-from"
+
+// DefaultDebounce lets an editor's write-rename-chmod burst, or a git checkout of many files,
+// settle into one sync.
+const DefaultDebounce = 200 * time.Millisecond
+
+// Watcher syncs Dir into Store.
+type Watcher struct {
+	Dir      string
+	Store    *store.Store
+	Log      *slog.Logger
+	Debounce time.Duration
+}
+
+// Run syncs once, then on every change until ctx is done. It fails only if the directory cannot
+// be watched; a bad manifest is logged and waited out.
+func (w *Watcher) Run(ctx context.Context) error {
+	dir, err := filepath.Abs(w.Dir)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", w.Dir, err)
+	}
+	if fi, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("watch %s: %w", w.Dir, err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("watch %s: not a directory", w.Dir)
+	}
+	log := w.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("dir", dir)
+	debounce := w.Debounce
+	if debounce <= 0 {
+		debounce = DefaultDebounce
+	}
+
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", dir, err)
+	}
+	defer fw.Close()
+	// Watching before the first sync means no edit made during it is missed.
+	if err := fw.Add(dir); err != nil {
+		return fmt.Errorf("watch %s: %w", dir, err)
+	}
+
+	w.sync(dir, log)
+
+	// The timer is only ever read from this goroutine; a nil channel blocks until armed.
+	var timer *time.Timer
+	var fire <-chan time.Time
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-fw.Events:
+			if !ok {
+				return nil
+			}
+			log.Debug("directory changed", "event", ev.String())
+			if timer == nil {
+				timer = time.NewTimer(debounce)
+			} else {
+				timer.Reset(debounce)
+			}
+			fire = timer.C
+		case err, ok := <-fw.Errors:
+			if !ok {
+				return nil
+			}
+			// An overflow loses events, not the directory: the next sync reads it whole anyway.
+			log.Warn("watching directory", "err", err)
+			if timer == nil {
+				timer = time.NewTimer(debounce)
+			} else {
+				timer.Reset(debounce)
+			}
+			fire = timer.C
+		case <-fire:
+			fire = nil
+			w.sync(dir, log)
+		}
+	}
+}
+
+// sync applies the directory and prunes what left it, logging the outcome in one line.
+func (w *Watcher) sync(dir string, log *slog.Logger) {
+	res, pruned, err := Sync(w.Store, dir)
+	if err != nil {
+		log.Error("directory not applied; the last good state keeps serving", "err", err)
+		return
+	}
+	written := len(res.Change.Put) + len(res.Change.Delete)
+	if written == 0 && len(pruned) == 0 {
+		log.Debug("directory unchanged", "objects", len(res.Objects))
+		return
+	}
+	log.Info("directory applied", "objects", len(res.Objects), "written", written, "revisionsCreated", len(res.Revisions), "pruned", len(pruned))
+}
+
+// Sync applies every manifest of dir (an absolute path) as one batch and then deletes the
+// objects an earlier Sync of dir applied that are no longer there. It returns the apply's
+// result and what was pruned.
+//
+// The apply is atomic; the pruning after it is one delete per object, each atomic. A failed
+// delete (say, a revision a remaining Route still names) is reported and retried next sync.
+func Sync(st *store.Store, dir string) (store.Result, []routing.Ref, error) {
+	files, err := manifest.Files(dir)
+	if err != nil {
+		return store.Result{}, nil, err
+	}
+	var objs []v1.Object
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return store.Result{}, nil, fmt.Errorf("read %s: %w", f, err)
+		}
+		got, err := v1.Decode(data, f)
+		if err != nil {
+			return store.Result{}, nil, err
+		}
+		for _, o := range got {
+			mark(o, dir)
+		}
+		objs = append(objs, got...)
+	}
+	res, err := st.Apply(objs, false)
+	if err != nil {
+		return store.Result{}, nil, fmt.Errorf("apply %s: %w", dir, err)
+	}
+	keep := make(map[routing.Ref]bool, len(res.Objects))
+	for _, o := range res.Objects {
+		keep[o.Ref] = true
+	}
+	var pruned []routing.Ref
+	var errs []error
+	for _, ref := range applied(st.State(), dir) {
+		if keep[ref] {
+			continue
+		}
+		if _, err := st.Delete(ref); err != nil && !errors.Is(err, store.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("prune %s, which left %s: %w", ref, dir, err))
+			continue
+		}
+		pruned = append(pruned, ref)
+	}
+	return res, pruned, errors.Join(errs...)
+}
+
+func mark(o v1.Object, dir string) {
+	a := o.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
+	}
+	a[AnnotationSource] = dir
+	o.SetAnnotations(a)
+}
+
+// applied lists the objects of st a sync of dir applied. Objects owned by a Service carry the
+// Service's annotations but go with it, so only top-level objects count.
+func applied(st *routing.State, dir string) []routing.Ref {
+	var out []routing.Ref
+	add := func(kind string, k routing.Key, o v1.Object) {
+		if o.GetAnnotations()[AnnotationSource] != dir {
+			return
+		}
+		for _, ref := range o.GetOwnerReferences() {
+			if ref.Controller != nil && *ref.Controller {
+				return
+			}
+		}
+		out = append(out, routing.Ref{Kind: kind, Key: k})
+	}
+	for k, o := range st.Services {
+		add(v1.KindService, k, o)
+	}
+	for k, o := range st.Configurations {
+		add(v1.KindConfiguration, k, o)
+	}
+	for k, o := range st.Routes {
+		add(v1.KindRoute, k, o)
+	}
+	// Routes first: deleting a Configuration a remaining Route names would be refused.
+	slices.SortFunc(out, func(a, b routing.Ref) int {
+		return cmp.Or(rank(a.Kind)-rank(b.Kind), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return out
+}
+
+func rank(kind string) int {
+	switch kind {
+	case v1.KindRoute:
+		return 0
+	case v1.KindService:
+		return 1
+	}
+	return 2
+}

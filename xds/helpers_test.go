@@ -45,7 +45,7 @@ func (s *syncBuffer) String() string {
 }
 
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	ctx  context.Context
 	srv  *Server
 	conn *grpc.ClientConn
@@ -55,7 +55,7 @@ type harness struct {
 
 // newHarness serves a new Server on a loopback listener. The deadline only
 // keeps a broken test from hanging; nothing asserts on time.
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -110,7 +110,7 @@ func grpcNode(id string) *core.Node {
 
 // sotwClient is a raw ADS SotW stream.
 type sotwClient struct {
-	t      *testing.T
+	t      testing.TB
 	stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 	node   *core.Node
 	cancel context.CancelFunc
@@ -152,7 +152,7 @@ func (c *sotwClient) ack(r *discovery.DiscoveryResponse, names ...string) {
 
 // deltaClient is a raw ADS delta stream.
 type deltaClient struct {
-	t      *testing.T
+	t      testing.TB
 	stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
 	node   *core.Node
 	cancel context.CancelFunc
@@ -191,7 +191,7 @@ func (c *deltaClient) ack(r *discovery.DeltaDiscoveryResponse) {
 	c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResponseNonce: r.GetNonce()})
 }
 
-func sotwNames(t *testing.T, r *discovery.DiscoveryResponse) map[string]bool {
+func sotwNames(t testing.TB, r *discovery.DiscoveryResponse) map[string]bool {
 	t.Helper()
 	out := make(map[string]bool)
 	for _, a := range r.GetResources() {

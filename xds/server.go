@@ -324,7 +324,17 @@ func diffFunc[T types.Resource](want map[string]T) func(*cacheState, uint64, *Up
 		c := change{cs: cs}
 		// Reading entries without Server.mu is safe: Update is their only
 		// writer and holds updateMu.
+		present := 0 // desired names already in the cache
 		for name, r := range want {
+			old := cs.entries[name]
+			if old != nil {
+				present++
+				// The fast path: the translator memoises, so nearly every
+				// resource is the very pointer of last time.
+				if old.res == types.Resource(r) {
+					continue
+				}
+			}
 			if !r.ProtoReflect().IsValid() {
 				return change{}, fmt.Errorf("xds: update: %s %q is nil", cs.key, name)
 			}
@@ -332,10 +342,6 @@ func diffFunc[T types.Resource](want map[string]T) func(*cacheState, uint64, *Up
 			// must be the resource's own name.
 			if got := cache.GetResourceName(r); got != name {
 				return change{}, fmt.Errorf("xds: update: %s %q is keyed as %q", cs.key, got, name)
-			}
-			old := cs.entries[name]
-			if old != nil && old.res == types.Resource(r) {
-				continue
 			}
 			if old != nil && proto.Equal(old.res, r) {
 				if c.same == nil {
@@ -355,9 +361,12 @@ func diffFunc[T types.Resource](want map[string]T) func(*cacheState, uint64, *Up
 			stats.Changed++
 			stats.Bytes += int64(len(b))
 		}
-		for name := range cs.entries {
-			if _, ok := want[name]; !ok {
-				c.deleted = append(c.deleted, name)
+		// Something was removed only if not every cached name is still wanted.
+		if present < len(cs.entries) {
+			for name := range cs.entries {
+				if _, ok := want[name]; !ok {
+					c.deleted = append(c.deleted, name)
+				}
 			}
 		}
 		stats.Deleted += len(c.deleted)

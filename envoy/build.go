@@ -139,10 +139,13 @@ func socketAddress(host string, port uint32) *corev3.Address {
 
 // buildVirtualHost serves both Envoy's listener route configurations and gRPC's per-host one,
 // so it uses only what both understand (see the notes at the top of this file).
-func buildVirtualHost(vh *routing.VirtualHost) *routev3.VirtualHost {
+//
+// headers returns the request headers for a split; the Translator passes one that shares a
+// revision's headers across every route that targets it (see Translator.headers).
+func buildVirtualHost(vh *routing.VirtualHost, headers headersFunc) *routev3.VirtualHost {
 	routes := make([]*routev3.Route, len(vh.Routes))
 	for i := range vh.Routes {
-		routes[i] = buildRoute(&vh.Routes[i])
+		routes[i] = buildRoute(&vh.Routes[i], headers)
 	}
 	return &routev3.VirtualHost{
 		Name: vh.Name,
@@ -153,7 +156,9 @@ func buildVirtualHost(vh *routing.VirtualHost) *routev3.VirtualHost {
 	}
 }
 
-func buildRoute(hr *routing.HTTPRoute) *routev3.Route {
+type headersFunc func(*routing.Split) []*corev3.HeaderValueOption
+
+func buildRoute(hr *routing.HTTPRoute, headers headersFunc) *routev3.Route {
 	match := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
 	if hr.TagHeader != "" {
 		match.Headers = []*routev3.HeaderMatcher{{
@@ -174,7 +179,7 @@ func buildRoute(hr *routing.HTTPRoute) *routev3.Route {
 		// One target needs no weights; the headers then go on the route itself.
 		s := &hr.Splits[0]
 		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: s.Cluster}
-		r.RequestHeadersToAdd = splitHeaders(s)
+		r.RequestHeadersToAdd = headers(s)
 		return r
 	}
 	wcs := make([]*routev3.WeightedCluster_ClusterWeight, len(hr.Splits))
@@ -183,7 +188,7 @@ func buildRoute(hr *routing.HTTPRoute) *routev3.Route {
 		wcs[i] = &routev3.WeightedCluster_ClusterWeight{
 			Name:                s.Cluster,
 			Weight:              wrapperspb.UInt32(s.Percent),
-			RequestHeadersToAdd: splitHeaders(s),
+			RequestHeadersToAdd: headers(s),
 		}
 	}
 	action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{
@@ -194,10 +199,10 @@ func buildRoute(hr *routing.HTTPRoute) *routev3.Route {
 
 // splitHeaders tell the activator which revision a request is for. They overwrite what the
 // client sent, or a client could steer its request to any revision.
-func splitHeaders(s *routing.Split) []*corev3.HeaderValueOption {
+func splitHeaders(namespace, revision string) []*corev3.HeaderValueOption {
 	return []*corev3.HeaderValueOption{
-		overwriteHeader(routing.RevisionHeader, s.Revision),
-		overwriteHeader(routing.NamespaceHeader, s.Namespace),
+		overwriteHeader(routing.RevisionHeader, revision),
+		overwriteHeader(routing.NamespaceHeader, namespace),
 	}
 }
 

@@ -5,9 +5,11 @@
 package envoy
 
 import (
+	"maps"
 	"slices"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -63,21 +65,36 @@ type Resources struct {
 // unchanged virtual host or backend gives the very same proto pointers: the xds layer compares
 // pointers to skip unchanged resources without marshalling them.
 //
+// The memo is updated in place and the previous Resources' maps are copied and patched rather
+// than rebuilt, so re-translating a large Table after a small change costs lookups and
+// comparisons, not allocations per resource.
+//
 // A Translator is not safe for concurrent use; it has one owner (the control-plane loop).
 type Translator struct {
 	listeners map[string]*listenerv3.Listener
-	hosts     map[hostKey]*hostEntry
-	backends  map[string]*backendEntry
+	// gen counts translations; memo entries not stamped with the current one are gone from
+	// the Table and get dropped.
+	gen      uint64
+	hosts    map[hostKey]*hostEntry
+	backends map[string]*backendEntry
+	// The entries in the order of the last Table. Tables are sorted, so the next one mostly
+	// lists the same names in the same order: walking this alongside it finds each entry
+	// without hashing (the map is the fallback after an insertion or a removal).
+	hostOrder    []*hostEntry
+	backendOrder []*backendEntry
+	last     *Resources
 	// Last route configuration per Envoy listener and the virtual hosts it was built from.
 	gateway [2]gatewayRoutes
 }
 
 type hostKey struct {
-	vis  routing.Visibility
+	vis  routing.Visibility // normalised: External or ClusterLocal
 	name string
 }
 
 type hostEntry struct {
+	gen      uint64
+	pos      int // index in hostOrder
 	ir       routing.VirtualHost // a private deep copy: the caller may reuse its Table
 	vhost    *routev3.VirtualHost
 	grpcRC   *routev3.RouteConfiguration
@@ -85,9 +102,15 @@ type hostEntry struct {
 }
 
 type backendEntry struct {
+	gen     uint64
+	pos     int // index in backendOrder
 	ir      routing.Backend // a private deep copy
 	cluster *clusterv3.Cluster
 	cla     *endpointv3.ClusterLoadAssignment
+	// headers are the split headers of every route to this revision. Sharing them keeps
+	// memory proportional to revisions rather than to routes (a revision is typically the
+	// target of its service's main route, a tag route and a tag host, on two listeners).
+	headers []*corev3.HeaderValueOption
 }
 
 type gatewayRoutes struct {
@@ -117,63 +140,183 @@ func gatewayIndex(v routing.Visibility) int {
 	return 0
 }
 
-var gatewayNames = [2]string{ExternalListener, InternalListener}
+var (
+	gatewayNames = [2]string{ExternalListener, InternalListener}
+	gatewayVis   = [2]routing.Visibility{routing.External, routing.ClusterLocal}
+)
 
 // Translate returns the resources for tab. Memo entries for hosts and backends that are gone
-// from tab are dropped, so memory follows the current Table.
+// from tab are dropped, so memory follows the current Table. The returned maps may be shared
+// with earlier and later Resources: never modify them.
 func (t *Translator) Translate(tab *routing.Table) *Resources {
-	res := &Resources{
-		Clusters:     make(map[string]*clusterv3.Cluster, len(tab.Backends)),
-		Endpoints:    make(map[string]*endpointv3.ClusterLoadAssignment, len(tab.Backends)),
-		Routes:       make(map[string]*routev3.RouteConfiguration, len(tab.Hosts)+2),
-		Listeners:    t.listeners,
-		APIListeners: make(map[string]*listenerv3.Listener, len(tab.Hosts)),
+	t.gen++
+	prev := t.last
+	if prev == nil {
+		prev = &Resources{}
 	}
+	res := &Resources{Listeners: t.listeners}
 
-	backends := make(map[string]*backendEntry, len(tab.Backends))
+	// Backends first: routes take their split headers from them.
+	var changedBackends []string
+	backendOrder := make([]*backendEntry, len(tab.Backends))
+	next := 0
 	for i := range tab.Backends {
 		b := &tab.Backends[i]
-		e := t.backend(b)
-		backends[b.Cluster] = e
-		res.Clusters[b.Cluster] = e.cluster
-		res.Endpoints[b.Cluster] = e.cla
+		var old *backendEntry
+		if next < len(t.backendOrder) && t.backendOrder[next].ir.Cluster == b.Cluster {
+			old = t.backendOrder[next]
+		} else {
+			old = t.backends[b.Cluster]
+		}
+		e := old
+		if old == nil || !equalBackend(&old.ir, b) {
+			e = t.buildBackend(old, b)
+			t.backends[b.Cluster] = e
+			changedBackends = append(changedBackends, b.Cluster)
+		}
+		if old != nil {
+			next = old.pos + 1
+		}
+		e.gen, e.pos = t.gen, i
+		backendOrder[i] = e
 	}
-	t.backends = backends
+	t.backendOrder = backendOrder
+	// Every entry still in the Table is stamped now; any extra one is gone from it. (Names are
+	// unique in a Table, so the counts tell without walking the whole memo.)
+	if len(t.backends) != len(tab.Backends) {
+		changedBackends = append(changedBackends, t.sweepBackends()...)
+	}
+	res.Clusters, res.Endpoints = prev.Clusters, prev.Endpoints
+	if len(changedBackends) > 0 || prev.Clusters == nil {
+		res.Clusters = patch(prev.Clusters, changedBackends, func(name string) *clusterv3.Cluster {
+			if e := t.backends[name]; e != nil {
+				return e.cluster
+			}
+			return nil
+		})
+		res.Endpoints = patch(prev.Endpoints, changedBackends, func(name string) *endpointv3.ClusterLoadAssignment {
+			if e := t.backends[name]; e != nil {
+				return e.cla
+			}
+			return nil
+		})
+	}
 
-	hosts := make(map[hostKey]*hostEntry, len(tab.Hosts))
+	var changedHosts []string
 	var vhosts [2][]*routev3.VirtualHost
+	var gatewayChanged [2]bool
+	hostOrder := make([]*hostEntry, len(tab.Hosts))
+	next = 0
 	for i := range tab.Hosts {
 		vh := &tab.Hosts[i]
-		k := hostKey{vh.Visibility, vh.Name}
-		e := t.host(k, vh)
-		hosts[k] = e
 		g := gatewayIndex(vh.Visibility)
+		var old *hostEntry
+		if next < len(t.hostOrder) && t.hostOrder[next].ir.Name == vh.Name &&
+			gatewayIndex(t.hostOrder[next].ir.Visibility) == g {
+			old = t.hostOrder[next]
+		} else {
+			old = t.hosts[hostKey{gatewayVis[g], vh.Name}]
+		}
+		e := old
+		if old == nil || !equalVirtualHost(&old.ir, vh) {
+			e = t.buildHost(old, vh)
+			t.hosts[hostKey{gatewayVis[g], vh.Name}] = e
+			changedHosts = append(changedHosts, vh.Name)
+			gatewayChanged[g] = true
+		}
+		if old != nil {
+			next = old.pos + 1
+		}
+		e.gen, e.pos = t.gen, i
+		hostOrder[i] = e
 		vhosts[g] = append(vhosts[g], e.vhost)
-		// A name can only repeat across visibilities (the Table keeps names unique within
-		// one); gRPC clients have no listener to choose by, so the external host wins.
-		if _, taken := res.APIListeners[vh.Name]; !taken || vh.Visibility != routing.ClusterLocal {
-			res.APIListeners[vh.Name] = e.listener
-			res.Routes[vh.Name] = e.grpcRC
+	}
+	t.hostOrder = hostOrder
+	if len(t.hosts) != len(tab.Hosts) {
+		for _, k := range t.sweepHosts() {
+			changedHosts = append(changedHosts, k.name)
+			gatewayChanged[gatewayIndex(k.vis)] = true
 		}
 	}
-	t.hosts = hosts
 
-	for g, name := range gatewayNames {
-		last := &t.gateway[g]
-		if last.rc == nil || !slices.Equal(last.vhosts, vhosts[g]) {
-			last.vhosts = vhosts[g]
-			last.rc = buildRouteConfiguration(name, vhosts[g])
+	res.Routes, res.APIListeners = prev.Routes, prev.APIListeners
+	if len(changedHosts) > 0 || gatewayChanged != [2]bool{} || prev.Routes == nil {
+		res.APIListeners = patch(prev.APIListeners, changedHosts, func(host string) *listenerv3.Listener {
+			if e := t.grpcHost(host); e != nil {
+				return e.listener
+			}
+			return nil
+		})
+		res.Routes = patch(prev.Routes, changedHosts, func(host string) *routev3.RouteConfiguration {
+			if e := t.grpcHost(host); e != nil {
+				return e.grpcRC
+			}
+			return nil
+		})
+		for g, name := range gatewayNames {
+			last := &t.gateway[g]
+			if last.rc == nil || gatewayChanged[g] && !slices.Equal(last.vhosts, vhosts[g]) {
+				last.vhosts = vhosts[g]
+				last.rc = buildRouteConfiguration(name, vhosts[g])
+			}
+			res.Routes[name] = last.rc
 		}
-		res.Routes[name] = last.rc
 	}
+	t.last = res
 	return res
 }
 
-func (t *Translator) backend(b *routing.Backend) *backendEntry {
-	old := t.backends[b.Cluster]
-	if old != nil && equalBackend(&old.ir, b) {
-		return old
+// patch returns a copy of m with the given names set to get(name), or deleted when get
+// returns nil. Copying a map is much cheaper than refilling it, and m itself may still be in
+// use by whoever holds the previous Resources.
+func patch[V any](m map[string]*V, names []string, get func(string) *V) map[string]*V {
+	c := maps.Clone(m)
+	if c == nil {
+		c = make(map[string]*V, len(names))
 	}
+	for _, n := range names {
+		if v := get(n); v != nil {
+			c[n] = v
+		} else {
+			delete(c, n)
+		}
+	}
+	return c
+}
+
+// grpcHost is the entry gRPC clients get for a host name. A name can only repeat across
+// visibilities (the Table keeps names unique within one), and gRPC clients have no listener
+// to choose by, so the external host wins.
+func (t *Translator) grpcHost(name string) *hostEntry {
+	if e := t.hosts[hostKey{routing.External, name}]; e != nil {
+		return e
+	}
+	return t.hosts[hostKey{routing.ClusterLocal, name}]
+}
+
+func (t *Translator) sweepBackends() []string {
+	var gone []string
+	for name, e := range t.backends {
+		if e.gen != t.gen {
+			delete(t.backends, name)
+			gone = append(gone, name)
+		}
+	}
+	return gone
+}
+
+func (t *Translator) sweepHosts() []hostKey {
+	var gone []hostKey
+	for k, e := range t.hosts {
+		if e.gen != t.gen {
+			delete(t.hosts, k)
+			gone = append(gone, k)
+		}
+	}
+	return gone
+}
+
+func (t *Translator) buildBackend(old *backendEntry, b *routing.Backend) *backendEntry {
 	e := &backendEntry{ir: cloneBackend(b)}
 	// The cluster and its load assignment change independently: endpoints move on every
 	// scale event, the protocol practically never.
@@ -187,15 +330,25 @@ func (t *Translator) backend(b *routing.Backend) *backendEntry {
 	} else {
 		e.cla = buildLoadAssignment(b.Cluster, b.Endpoints)
 	}
+	if old != nil && old.ir.Namespace == b.Namespace && old.ir.Revision == b.Revision {
+		e.headers = old.headers
+	} else {
+		e.headers = splitHeaders(b.Namespace, b.Revision)
+	}
 	return e
 }
 
-func (t *Translator) host(k hostKey, vh *routing.VirtualHost) *hostEntry {
-	old := t.hosts[k]
-	if old != nil && equalVirtualHost(&old.ir, vh) {
-		return old
+// headers returns a split's request headers, shared with its backend's when they agree (they
+// always do for a Table from routing.BuildTable).
+func (t *Translator) headers(s *routing.Split) []*corev3.HeaderValueOption {
+	if e := t.backends[s.Cluster]; e != nil && e.ir.Namespace == s.Namespace && e.ir.Revision == s.Revision {
+		return e.headers
 	}
-	e := &hostEntry{ir: cloneVirtualHost(vh), vhost: buildVirtualHost(vh)}
+	return splitHeaders(s.Namespace, s.Revision)
+}
+
+func (t *Translator) buildHost(old *hostEntry, vh *routing.VirtualHost) *hostEntry {
+	e := &hostEntry{ir: cloneVirtualHost(vh), vhost: buildVirtualHost(vh, t.headers)}
 	e.grpcRC = buildRouteConfiguration(vh.Name, []*routev3.VirtualHost{e.vhost})
 	// The API listener depends on the host name alone, which is part of the key.
 	if old != nil {

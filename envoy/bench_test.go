@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -120,6 +121,7 @@ func BenchmarkTranslate(b *testing.B) {
 			// refused by a gRPC-based client that keeps the default.
 			b.ReportMetric(float64(totalBytes(res)), "total-bytes")
 			b.ReportMetric(float64(proto.Size(res.Routes[ExternalListener])), "external-rds-bytes")
+			b.ReportMetric(float64(retainedHeap(tab)), "retained-heap-bytes")
 		})
 	}
 }
@@ -141,4 +143,22 @@ func BenchmarkTranslateOneChange(b *testing.B) {
 			b.ReportMetric(float64(changedBytes(before, after)), "changed-bytes")
 		})
 	}
+}
+
+// retainedHeap is the live heap a Translator and its Resources hold for tab: what the control
+// plane keeps between updates.
+func retainedHeap(tab *routing.Table) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	tr := NewTranslator(Options{})
+	res := tr.Translate(tab)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(tr)
+	runtime.KeepAlive(res)
+	if after.HeapAlloc < before.HeapAlloc {
+		return 0
+	}
+	return after.HeapAlloc - before.HeapAlloc
 }

@@ -2,10 +2,12 @@ package envoy
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sluice-dev/sluice/routing"
 )
@@ -237,4 +239,71 @@ func TestValidateDeepLooksInsideAny(t *testing.T) {
 	if err := validateDeep(bad); err == nil {
 		t.Errorf("validateDeep accepted an HttpConnectionManager without stat_prefix")
 	}
+}
+
+// TestMemoMatchesFreshTranslation runs one Translator through a sequence of changes and checks
+// that after each step its output equals a fresh translation of the same Table: the memo may
+// only ever save work, never change the answer.
+func TestMemoMatchesFreshTranslation(t *testing.T) {
+	steps := []struct {
+		name   string
+		change func(*routing.Table)
+	}{
+		{"start", func(*routing.Table) {}},
+		{"host inserted in the middle", func(tab *routing.Table) {
+			h := routing.VirtualHost{Name: "ciao.default.example.com", Namespace: "default", Route: "ciao",
+				Routes: []routing.HTTPRoute{{Splits: []routing.Split{split("default", "bye-00001", 100)}}}}
+			tab.Hosts = slices.Insert(tab.Hosts, 1, h)
+		}},
+		{"backend inserted in the middle", func(tab *routing.Table) {
+			tab.Backends = slices.Insert(tab.Backends, 1, backend("default", "ciao-00001", routing.HTTP1, ep("10.0.0.9", 80)))
+		}},
+		{"split moves", func(tab *routing.Table) {
+			s := tab.Hosts[2].Routes[1].Splits
+			s[0].Percent, s[1].Percent = 1, 99
+		}},
+		{"first host removed", func(tab *routing.Table) { tab.Hosts = tab.Hosts[1:] }},
+		{"endpoints scale to zero", func(tab *routing.Table) { tab.Backends[0].Endpoints = nil }},
+		{"everything removed", func(tab *routing.Table) { *tab = routing.Table{} }},
+		{"everything back", func(tab *routing.Table) { *tab = *memoTable() }},
+	}
+	tr := NewTranslator(Options{})
+	tab := memoTable()
+	for _, st := range steps {
+		st.change(tab)
+		// A deep copy, so later steps' in-place edits cannot reach what the memo saw.
+		snap := &routing.Table{}
+		for i := range tab.Hosts {
+			snap.Hosts = append(snap.Hosts, cloneVirtualHost(&tab.Hosts[i]))
+		}
+		for i := range tab.Backends {
+			snap.Backends = append(snap.Backends, cloneBackend(&tab.Backends[i]))
+		}
+		got := tr.Translate(snap)
+		want := NewTranslator(Options{}).Translate(snap)
+		for kind, pair := range map[string][2]map[string]proto.Message{
+			"cluster":             {asMessages(got.Clusters), asMessages(want.Clusters)},
+			"load assignment":     {asMessages(got.Endpoints), asMessages(want.Endpoints)},
+			"route configuration": {asMessages(got.Routes), asMessages(want.Routes)},
+			"listener":            {asMessages(got.Listeners), asMessages(want.Listeners)},
+			"API listener":        {asMessages(got.APIListeners), asMessages(want.APIListeners)},
+		} {
+			if len(pair[0]) != len(pair[1]) {
+				t.Errorf("%s: %d %ss, fresh translation has %d", st.name, len(pair[0]), kind, len(pair[1]))
+			}
+			for name, w := range pair[1] {
+				if !proto.Equal(pair[0][name], w) {
+					t.Errorf("%s: %s %q differs from a fresh translation", st.name, kind, name)
+				}
+			}
+		}
+	}
+}
+
+func asMessages[M ~map[string]*V, V any](m M) map[string]proto.Message {
+	out := make(map[string]proto.Message, len(m))
+	for k, v := range m {
+		out[k] = any(v).(proto.Message)
+	}
+	return out
 }

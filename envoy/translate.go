@@ -82,7 +82,7 @@ type Translator struct {
 	// without hashing (the map is the fallback after an insertion or a removal).
 	hostOrder    []*hostEntry
 	backendOrder []*backendEntry
-	last     *Resources
+	last         *Resources
 	// Last route configuration per Envoy listener and the virtual hosts it was built from.
 	gateway [2]gatewayRoutes
 }
@@ -94,7 +94,7 @@ type hostKey struct {
 
 type hostEntry struct {
 	gen      uint64
-	pos      int // index in hostOrder
+	pos      int                 // index in hostOrder
 	ir       routing.VirtualHost // a private deep copy: the caller may reuse its Table
 	vhost    *routev3.VirtualHost
 	grpcRC   *routev3.RouteConfiguration
@@ -103,7 +103,7 @@ type hostEntry struct {
 
 type backendEntry struct {
 	gen     uint64
-	pos     int // index in backendOrder
+	pos     int             // index in backendOrder
 	ir      routing.Backend // a private deep copy
 	cluster *clusterv3.Cluster
 	cla     *endpointv3.ClusterLoadAssignment

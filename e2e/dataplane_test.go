@@ -221,8 +221,12 @@ type loadLoop struct {
 	firstErrs []string
 }
 
-// maxLoad bounds a background load loop even if a test forgets to stop it.
-const maxLoad = 5 * time.Minute
+// maxLoad bounds a background load loop even if a test forgets to stop it; loadPause is each
+// worker's pause between requests.
+const (
+	maxLoad   = 5 * time.Minute
+	loadPause = 2 * time.Millisecond
+)
 
 func startLoad(t *testing.T, dp dataPlane, host string, workers int) *loadLoop {
 	t.Helper()
@@ -240,6 +244,12 @@ func startLoad(t *testing.T, dp dataPlane, host string, workers int) *loadLoop {
 					return // stopped mid-request: not a failure of the data plane
 				}
 				l.record(id, err)
+				// Pace the loop: enough requests to catch a gap, without starving the
+				// processes under test of CPU.
+				select {
+				case <-ctx.Done():
+				case <-time.After(loadPause):
+				}
 			}
 		}()
 	}

@@ -1,7 +1,8 @@
 package routing
 
 import (
-	"sort"
+	"cmp"
+	"slices"
 	"time"
 
 	v1 "github.com/sluice-dev/sluice/routing/v1"
@@ -11,88 +12,110 @@ import (
 // Reconcile last found servable), not its spec, so traffic only moves to revisions that are
 // ready; a Route that has served nothing yet gets no virtual host. Every revision gets a
 // backend, referenced or not.
+//
+// A TableBuilder gives the same Table, recomputing only what changed since its last build.
 func BuildTable(st *State, src EndpointSource, cfg Config) *Table {
 	t := &Table{}
-	for _, k := range sortedKeys(st.Routes) {
-		rt := st.Routes[k]
-		if len(rt.Status.Traffic) == 0 {
-			continue
-		}
-		if !clusterLocal(rt) {
-			t.Hosts = appendHosts(t.Hosts, st, rt, External, func(tag string) string {
-				return cfg.ExternalHost(k.Namespace, k.Name, tag)
-			})
-		}
-		t.Hosts = appendHosts(t.Hosts, st, rt, ClusterLocal, func(tag string) string {
-			return ClusterLocalHost(k.Namespace, k.Name, tag)
-		})
+	for k, rt := range st.Routes {
+		t.Hosts = appendRouteHosts(t.Hosts, st, cfg, k, rt)
 	}
-	sort.Slice(t.Hosts, func(i, j int) bool {
-		if t.Hosts[i].Name != t.Hosts[j].Name {
-			return t.Hosts[i].Name < t.Hosts[j].Name
-		}
-		return t.Hosts[i].Visibility < t.Hosts[j].Visibility
-	})
-
+	slices.SortFunc(t.Hosts, compareHosts)
 	t.Backends = make([]Backend, 0, len(st.Revisions))
-	for _, k := range sortedKeys(st.Revisions) {
-		rev := st.Revisions[k]
-		eps := append([]Endpoint(nil), src.Instances(rev).Endpoints...)
-		sortEndpoints(eps)
-		t.Backends = append(t.Backends, Backend{
-			Cluster:   ClusterName(k.Namespace, k.Name),
-			Namespace: k.Namespace,
-			Revision:  k.Name,
-			Protocol:  protocolOf(rev),
-			Endpoints: eps,
-		})
+	for k, rev := range st.Revisions {
+		b, _ := backendOf(k, rev, src, nil)
+		t.Backends = append(t.Backends, b)
 	}
-	sort.Slice(t.Backends, func(i, j int) bool { return t.Backends[i].Cluster < t.Backends[j].Cluster })
+	slices.SortFunc(t.Backends, compareBackends)
 	return t
 }
 
-// appendHosts adds a route's main host and its tag hosts on one listener.
-func appendHosts(hosts []VirtualHost, st *State, rt *v1.Route, vis Visibility, host func(tag string) string) []VirtualHost {
-	ns := rt.Namespace
-	var main []HTTPRoute
-	tagged := map[string]string{}
-	var tags []string
-	for _, tt := range rt.Status.Traffic {
-		if tt.Tag != "" {
-			if _, dup := tagged[tt.Tag]; !dup {
-				tags = append(tags, tt.Tag)
-			}
-			tagged[tt.Tag] = tt.RevisionName
+// compareHosts is the order of Table.Hosts: by name, then visibility. The rest of the key only
+// breaks ties between hosts of different routes that happen to get the same name (a route
+// "v1-hello" and the tag v1 of a route "hello"), so that even then the order is deterministic.
+func compareHosts(a, b VirtualHost) int {
+	if c := cmp.Compare(a.Name, b.Name); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Visibility, b.Visibility); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Route, b.Route); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Tag, b.Tag)
+}
+
+// compareBackends is the order of Table.Backends; cluster names are unique.
+func compareBackends(a, b Backend) int { return cmp.Compare(a.Cluster, b.Cluster) }
+
+// appendRouteHosts adds a route's hosts: on the external listener unless it is cluster-local,
+// and on the internal one, each its main host and a host per tag. Hosts of one route on the two
+// listeners share their HTTPRoute slices (they are equal, and nothing mutates them).
+func appendRouteHosts(hosts []VirtualHost, st *State, cfg Config, k Key, rt *v1.Route) []VirtualHost {
+	traffic := rt.Status.Traffic
+	if len(traffic) == 0 {
+		return hosts
+	}
+	ns := k.Namespace
+	// Tags in order, the last entry of a tag naming its revision; a traffic block has a few
+	// entries, so slices beat maps here.
+	type tagged struct{ tag, rev string }
+	var tags []tagged
+	for _, tt := range traffic {
+		if tt.Tag == "" {
+			continue
+		}
+		if i := slices.IndexFunc(tags, func(t tagged) bool { return t.tag == tt.Tag }); i >= 0 {
+			tags[i].rev = tt.RevisionName
+		} else {
+			tags = append(tags, tagged{tt.Tag, tt.RevisionName})
 		}
 	}
-	sort.Strings(tags)
-	for _, tag := range tags {
-		main = append(main, route(st, ns, []Split{split(ns, tagged[tag], 100)}, tag))
-		hosts = append(hosts, VirtualHost{
-			Name: host(tag), Namespace: ns, Route: rt.Name, Tag: tag, Visibility: vis,
-			Routes: []HTTPRoute{route(st, ns, []Split{split(ns, tagged[tag], 100)}, "")},
-		})
-	}
+	slices.SortFunc(tags, func(a, b tagged) int { return cmp.Compare(a.tag, b.tag) })
+
 	// Entries naming the same revision (say, a tag at 0% and the latest at 100%) share a split.
-	percent := map[string]uint32{}
-	var revs []string
-	for _, tt := range rt.Status.Traffic {
+	var splits []Split
+	for _, tt := range traffic {
 		if tt.Percent == nil || *tt.Percent <= 0 {
 			continue
 		}
-		if _, seen := percent[tt.RevisionName]; !seen {
-			revs = append(revs, tt.RevisionName)
+		if i := slices.IndexFunc(splits, func(s Split) bool { return s.Revision == tt.RevisionName }); i >= 0 {
+			splits[i].Percent += uint32(*tt.Percent)
+		} else {
+			splits = append(splits, split(ns, tt.RevisionName, uint32(*tt.Percent)))
 		}
-		percent[tt.RevisionName] += uint32(*tt.Percent)
 	}
-	var splits []Split
-	for _, rev := range revs {
-		splits = append(splits, split(ns, rev, percent[rev]))
+
+	main := make([]HTTPRoute, 0, len(tags)+1)
+	tagRoutes := make([][]HTTPRoute, len(tags))
+	for i, t := range tags {
+		r := route(st, ns, []Split{split(ns, t.rev, 100)}, "")
+		tagRoutes[i] = []HTTPRoute{r}
+		r.TagHeader = t.tag
+		main = append(main, r)
 	}
 	if len(splits) > 0 {
 		main = append(main, route(st, ns, splits, ""))
 	}
-	return append(hosts, VirtualHost{Name: host(""), Namespace: ns, Route: rt.Name, Visibility: vis, Routes: main})
+	if len(main) == 0 {
+		main = nil
+	}
+	add := func(vis Visibility, host func(tag string) string) {
+		for i, t := range tags {
+			hosts = append(hosts, VirtualHost{
+				Name: host(t.tag), Namespace: ns, Route: rt.Name, Tag: t.tag, Visibility: vis, Routes: tagRoutes[i],
+			})
+		}
+		hosts = append(hosts, VirtualHost{Name: host(""), Namespace: ns, Route: rt.Name, Visibility: vis, Routes: main})
+	}
+	if !clusterLocal(rt) {
+		add(External, func(tag string) string { return cfg.ExternalHost(ns, k.Name, tag) })
+	}
+	add(ClusterLocal, func(tag string) string { return ClusterLocalHost(ns, k.Name, tag) })
+	return hosts
 }
 
 func split(ns, rev string, percent uint32) Split {
@@ -102,7 +125,7 @@ func split(ns, rev string, percent uint32) Split {
 // route sorts splits and takes the longest timeout among their revisions, so no revision's
 // requests are cut shorter than it allows.
 func route(st *State, ns string, splits []Split, tag string) HTTPRoute {
-	sort.Slice(splits, func(i, j int) bool { return splits[i].Cluster < splits[j].Cluster })
+	slices.SortFunc(splits, func(a, b Split) int { return cmp.Compare(a.Cluster, b.Cluster) })
 	var timeout int64
 	for _, s := range splits {
 		secs := int64(v1.DefaultTimeoutSeconds)
@@ -112,6 +135,34 @@ func route(st *State, ns string, splits []Split, tag string) HTTPRoute {
 		timeout = max(timeout, secs)
 	}
 	return HTTPRoute{TagHeader: tag, Splits: splits, Timeout: time.Duration(timeout) * time.Second}
+}
+
+// backendOf is a revision's backend. When old (the revision's previous backend) equals it, old
+// is returned as it is, with changed false, so its slices stay the same.
+func backendOf(k Key, rev *v1.Revision, src EndpointSource, old *Backend) (b Backend, changed bool) {
+	eps := src.Instances(rev).Endpoints
+	copied := false
+	if !slices.IsSortedFunc(eps, compareEndpoints) {
+		eps, copied = slices.Clone(eps), true
+		sortEndpoints(eps)
+	}
+	proto := protocolOf(rev)
+	if old != nil && old.Protocol == proto && slices.Equal(old.Endpoints, eps) {
+		return *old, false
+	}
+	if len(eps) == 0 {
+		eps = nil
+	} else if !copied {
+		// Keep a copy: the source may share its slice (StaticEndpoints does).
+		eps = slices.Clone(eps)
+	}
+	return Backend{
+		Cluster:   ClusterName(k.Namespace, k.Name),
+		Namespace: k.Namespace,
+		Revision:  k.Name,
+		Protocol:  proto,
+		Endpoints: eps,
+	}, true
 }
 
 func protocolOf(rev *v1.Revision) Protocol {

@@ -1,7 +1,9 @@
 package routing
 
 import (
-	"sort"
+	"cmp"
+	"slices"
+	"sync"
 
 	v1 "github.com/sluice-dev/sluice/routing/v1"
 )
@@ -17,7 +19,9 @@ type Instances struct {
 // EndpointSource finds a revision's instances. It is the seam for where instances come from:
 // static addresses now, local processes and Kubernetes endpoints (and the activator standing in
 // for a revision at zero) later. Implementations must be deterministic for a given revision and
-// moment, because Reconcile and BuildTable call them separately.
+// moment, because Reconcile and BuildTable call them separately. Callers treat the returned
+// Endpoints as read-only and copy them before keeping them, so an implementation may return a
+// slice it shares between calls.
 type EndpointSource interface {
 	Instances(rev *v1.Revision) Instances
 }
@@ -32,7 +36,9 @@ const (
 // backends that run anyway (VMs, processes started elsewhere).
 type StaticEndpoints struct{}
 
-// Instances implements EndpointSource.
+// Instances implements EndpointSource. The annotation is parsed once per distinct value (see
+// staticCache): Reconcile and BuildTable ask for every revision, at 10,000 services that is
+// 20,000 parses per call otherwise. The returned Endpoints are shared: do not modify them.
 func (StaticEndpoints) Instances(rev *v1.Revision) Instances {
 	v, ok := rev.Annotations[v1.AnnotationEndpoints]
 	if !ok || v == "" {
@@ -42,6 +48,11 @@ func (StaticEndpoints) Instances(rev *v1.Revision) Instances {
 				" annotation on its template (IP:port,...); local processes come with the autoscaler",
 		}
 	}
+	return staticCache.get(v)
+}
+
+// parseStatic turns an annotation value into instances.
+func parseStatic(v string) Instances {
 	addrs, err := v1.ParseEndpoints(v)
 	if err != nil {
 		// Admission rejects this, so only a store written by something else gets here.
@@ -58,11 +69,44 @@ func (StaticEndpoints) Instances(rev *v1.Revision) Instances {
 	return Instances{Endpoints: eps, Ready: true}
 }
 
+// staticCache memoises parseStatic by annotation value. Keying by the value rather than by the
+// revision pointer keeps hits across the copies a status update makes of a revision, and needs
+// no invalidation: the same text always parses the same.
+var staticCache = &parseCache{limit: 1 << 16}
+
+// parseCache is a two-generation cache: when the current generation reaches limit entries it
+// becomes the previous one and the one before is dropped, so memory stays bounded (2×limit)
+// while whatever is still in use migrates to the current generation on its next lookup.
+type parseCache struct {
+	mu        sync.Mutex
+	limit     int
+	cur, prev map[string]Instances
+}
+
+func (c *parseCache) get(v string) Instances {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if in, ok := c.cur[v]; ok {
+		return in
+	}
+	in, ok := c.prev[v]
+	if !ok {
+		in = parseStatic(v)
+	}
+	if len(c.cur) >= c.limit || c.cur == nil {
+		c.prev, c.cur = c.cur, make(map[string]Instances, min(c.limit, 1024))
+	}
+	c.cur[v] = in
+	return in
+}
+
 func sortEndpoints(eps []Endpoint) {
-	sort.Slice(eps, func(i, j int) bool {
-		if eps[i].Host != eps[j].Host {
-			return eps[i].Host < eps[j].Host
-		}
-		return eps[i].Port < eps[j].Port
-	})
+	slices.SortFunc(eps, compareEndpoints)
+}
+
+func compareEndpoints(a, b Endpoint) int {
+	if c := cmp.Compare(a.Host, b.Host); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Port, b.Port)
 }

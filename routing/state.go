@@ -4,8 +4,10 @@
 package routing
 
 import (
+	"cmp"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 
 	v1 "github.com/sluice-dev/sluice/routing/v1"
@@ -59,12 +61,13 @@ func (s *State) Clone() *State {
 	}
 }
 
+// cloneMap copies m; maps.Clone copies the table wholesale, much faster than re-inserting. A
+// nil map becomes an empty one so the copy can be written to.
 func cloneMap[V any](m map[Key]V) map[Key]V {
-	out := make(map[Key]V, len(m))
-	for k, v := range m {
-		out[k] = v
+	if m == nil {
+		return map[Key]V{}
 	}
-	return out
+	return maps.Clone(m)
 }
 
 // Change is what Apply, Delete and Reconcile decide: objects to write and objects to remove.
@@ -78,13 +81,51 @@ type Change struct {
 func (c Change) Empty() bool { return len(c.Put) == 0 && len(c.Delete) == 0 }
 
 // With returns a new State with c applied; s is untouched. Deletes are applied before puts.
+// Only the maps of the kinds c touches are copied; the others are shared with s, which is safe
+// because a State's maps are never written once it is built.
 func (s *State) With(c Change) *State {
-	out := s.Clone()
+	out := &State{Services: s.Services, Configurations: s.Configurations, Routes: s.Routes, Revisions: s.Revisions}
+	var copied [4]bool
+	own := func(kind string) {
+		switch kind {
+		case v1.KindService:
+			if !copied[0] {
+				out.Services, copied[0] = cloneMap(s.Services), true
+			}
+		case v1.KindConfiguration:
+			if !copied[1] {
+				out.Configurations, copied[1] = cloneMap(s.Configurations), true
+			}
+		case v1.KindRoute:
+			if !copied[2] {
+				out.Routes, copied[2] = cloneMap(s.Routes), true
+			}
+		case v1.KindRevision:
+			if !copied[3] {
+				out.Revisions, copied[3] = cloneMap(s.Revisions), true
+			}
+		}
+	}
 	for _, r := range c.Delete {
+		own(r.Kind)
 		out.remove(r)
 	}
 	for _, o := range c.Put {
+		own(v1.KindOf(o))
 		out.put(o)
+	}
+	// A State built as a literal may lack maps; readers expect them all.
+	if out.Services == nil {
+		out.Services = map[Key]*v1.Service{}
+	}
+	if out.Configurations == nil {
+		out.Configurations = map[Key]*v1.Configuration{}
+	}
+	if out.Routes == nil {
+		out.Routes = map[Key]*v1.Route{}
+	}
+	if out.Revisions == nil {
+		out.Revisions = map[Key]*v1.Revision{}
 	}
 	return out
 }
@@ -148,13 +189,22 @@ func sortedKeys[V any](m map[Key]V) []Key {
 	for k := range m {
 		keys = append(keys, k)
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].Namespace != keys[j].Namespace {
-			return keys[i].Namespace < keys[j].Namespace
-		}
-		return keys[i].Name < keys[j].Name
-	})
+	slices.SortFunc(keys, compareKeys)
 	return keys
+}
+
+// compareKeys orders keys by namespace, then name.
+func compareKeys(a, b Key) int {
+	if c := cmp.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Name, b.Name)
+}
+
+// sortKeys sorts keys in place and drops duplicates.
+func sortKeys(keys []Key) []Key {
+	slices.SortFunc(keys, compareKeys)
+	return slices.Compact(keys)
 }
 
 // Config is how hosts are named.

@@ -1,0 +1,270 @@
+package routing
+
+import (
+	"slices"
+
+	v1 "github.com/sluice-dev/sluice/routing/v1"
+)
+
+// TableBuilder builds Tables like BuildTable, but remembers each Route's virtual hosts and each
+// Revision's backend so that a build after a few changes recomputes only those and patches the
+// previous Table's sorted slices instead of sorting everything again. Values that did not
+// change are the very same ones as in the previous Table (same slices), which is what the envoy
+// translator's memo keys on.
+//
+// Tables it returns share slices with each other: treat them as read-only, as every Table is.
+// A TableBuilder is not safe for concurrent use.
+type TableBuilder struct {
+	cfg  Config
+	last *Table
+	// routes holds each Route's hosts and the revisions its served traffic names.
+	routes map[Key]routeMemo
+	// backends holds each Revision's backend, as in last.
+	backends map[Key]Backend
+	// servedBy lists, per revision, the routes whose served traffic names it: their hosts read
+	// the revision (its timeout), so they are rebuilt when it changes.
+	servedBy map[Key][]Key
+}
+
+type routeMemo struct {
+	hosts []VirtualHost
+	revs  []Key
+}
+
+// NewTableBuilder returns a builder with nothing built yet.
+func NewTableBuilder(cfg Config) *TableBuilder {
+	return &TableBuilder{cfg: cfg}
+}
+
+// Build returns the Table of st, equal to BuildTable(st, src, cfg).
+//
+// changed names what may differ since the previous Build: every object put or deleted (a
+// Route's hosts come from its status, so a Route whose status changed is in changed), and every
+// revision whose instances in src changed. A Service stands for its Route; Configurations do not
+// affect the Table. changed nil rebuilds everything, as does the first Build. When nothing
+// changed the previous Table itself is returned.
+func (b *TableBuilder) Build(st *State, src EndpointSource, changed []Ref) *Table {
+	if changed == nil || b.last == nil {
+		return b.full(st, src)
+	}
+	var dirtyRoutes, dirtyRevs []Key
+	for _, r := range changed {
+		switch r.Kind {
+		case v1.KindRoute, v1.KindService:
+			dirtyRoutes = append(dirtyRoutes, r.Key)
+		case v1.KindRevision:
+			dirtyRevs = append(dirtyRevs, r.Key)
+			dirtyRoutes = append(dirtyRoutes, b.servedBy[r.Key]...)
+		}
+	}
+	dirtyRoutes, dirtyRevs = sortKeys(dirtyRoutes), sortKeys(dirtyRevs)
+
+	var rmBackends, addBackends []Backend
+	for _, k := range dirtyRevs {
+		old, had := b.backends[k]
+		rev := st.Revisions[k]
+		if rev == nil {
+			if had {
+				rmBackends = append(rmBackends, old)
+				delete(b.backends, k)
+			}
+			continue
+		}
+		var oldp *Backend
+		if had {
+			oldp = &old
+		}
+		nb, diff := backendOf(k, rev, src, oldp)
+		if !diff {
+			continue
+		}
+		if had {
+			rmBackends = append(rmBackends, old)
+		}
+		addBackends = append(addBackends, nb)
+		b.backends[k] = nb
+	}
+
+	var rmHosts, addHosts []VirtualHost
+	for _, k := range dirtyRoutes {
+		old := b.routes[k]
+		var memo routeMemo
+		if rt := st.Routes[k]; rt != nil {
+			memo = routeMemo{hosts: appendRouteHosts(nil, st, b.cfg, k, rt), revs: servedRevisions(k, rt)}
+		}
+		b.setServedBy(k, old.revs, memo.revs)
+		allSame := reuseHosts(memo.hosts, old.hosts)
+		if len(memo.hosts) == 0 && len(memo.revs) == 0 {
+			delete(b.routes, k)
+		} else {
+			b.routes[k] = memo
+		}
+		if allSame && len(memo.hosts) == len(old.hosts) {
+			continue
+		}
+		rmHosts = append(rmHosts, old.hosts...)
+		addHosts = append(addHosts, memo.hosts...)
+	}
+
+	if len(rmHosts)+len(addHosts)+len(rmBackends)+len(addBackends) == 0 {
+		return b.last
+	}
+	t := &Table{Hosts: b.last.Hosts, Backends: b.last.Backends}
+	var ok bool
+	if len(rmHosts)+len(addHosts) > 0 {
+		if t.Hosts, ok = patchSorted(b.last.Hosts, rmHosts, addHosts, compareHosts); !ok {
+			return b.full(st, src)
+		}
+		if len(t.Hosts) == 0 {
+			t.Hosts = nil // as BuildTable has it
+		}
+	}
+	if len(rmBackends)+len(addBackends) > 0 {
+		if t.Backends, ok = patchSorted(b.last.Backends, rmBackends, addBackends, compareBackends); !ok {
+			return b.full(st, src)
+		}
+	}
+	b.last = t
+	return t
+}
+
+// full rebuilds every route's hosts and every backend, keeping the previous values that are
+// unchanged, and sorts the lot.
+func (b *TableBuilder) full(st *State, src EndpointSource) *Table {
+	routes := make(map[Key]routeMemo, len(st.Routes))
+	servedBy := make(map[Key][]Key, len(st.Revisions))
+	t := &Table{}
+	if b.last != nil {
+		t.Hosts = make([]VirtualHost, 0, len(b.last.Hosts))
+	}
+	for k, rt := range st.Routes {
+		memo := routeMemo{hosts: appendRouteHosts(nil, st, b.cfg, k, rt), revs: servedRevisions(k, rt)}
+		reuseHosts(memo.hosts, b.routes[k].hosts)
+		if len(memo.hosts) > 0 || len(memo.revs) > 0 {
+			routes[k] = memo
+		}
+		t.Hosts = append(t.Hosts, memo.hosts...)
+		for _, rk := range memo.revs {
+			servedBy[rk] = append(servedBy[rk], k)
+		}
+	}
+	if len(t.Hosts) == 0 {
+		t.Hosts = nil // as BuildTable has it
+	}
+	slices.SortFunc(t.Hosts, compareHosts)
+	backends := make(map[Key]Backend, len(st.Revisions))
+	t.Backends = make([]Backend, 0, len(st.Revisions))
+	for k, rev := range st.Revisions {
+		var oldp *Backend
+		if old, ok := b.backends[k]; ok {
+			oldp = &old
+		}
+		nb, _ := backendOf(k, rev, src, oldp)
+		backends[k] = nb
+		t.Backends = append(t.Backends, nb)
+	}
+	slices.SortFunc(t.Backends, compareBackends)
+	b.routes, b.backends, b.servedBy, b.last = routes, backends, servedBy, t
+	return t
+}
+
+// servedRevisions are the revisions a route's served traffic names, without duplicates.
+func servedRevisions(k Key, rt *v1.Route) []Key {
+	var out []Key
+	for _, tt := range rt.Status.Traffic {
+		rk := Key{Namespace: k.Namespace, Name: tt.RevisionName}
+		if !slices.Contains(out, rk) {
+			out = append(out, rk)
+		}
+	}
+	return out
+}
+
+// setServedBy moves route k from the servedBy lists of the revisions in old to those in now.
+func (b *TableBuilder) setServedBy(k Key, old, now []Key) {
+	for _, rk := range old {
+		if slices.Contains(now, rk) {
+			continue
+		}
+		list := slices.DeleteFunc(slices.Clone(b.servedBy[rk]), func(x Key) bool { return x == k })
+		if len(list) == 0 {
+			delete(b.servedBy, rk)
+		} else {
+			b.servedBy[rk] = list
+		}
+	}
+	for _, rk := range now {
+		if !slices.Contains(b.servedBy[rk], k) {
+			b.servedBy[rk] = append(b.servedBy[rk], k)
+		}
+	}
+}
+
+// reuseHosts replaces each host of now that equals a host of old by that old value, so its
+// slices are the old ones, and reports whether every host of now was replaced.
+func reuseHosts(now, old []VirtualHost) (all bool) {
+	all = true
+	for i := range now {
+		found := false
+		for j := range old {
+			if vhostEqual(now[i], old[j]) {
+				now[i], found = old[j], true
+				break
+			}
+		}
+		all = all && found
+	}
+	return all
+}
+
+func vhostEqual(a, b VirtualHost) bool {
+	if a.Name != b.Name || a.Namespace != b.Namespace || a.Route != b.Route || a.Tag != b.Tag ||
+		a.Visibility != b.Visibility || len(a.Routes) != len(b.Routes) {
+		return false
+	}
+	for i := range a.Routes {
+		x, y := a.Routes[i], b.Routes[i]
+		if x.TagHeader != y.TagHeader || x.Timeout != y.Timeout || !slices.Equal(x.Splits, y.Splits) {
+			return false
+		}
+	}
+	return true
+}
+
+// patchSorted returns a copy of old, which is sorted by cmp with unique keys, without the
+// elements rm and with those of add in order. It costs one copy of old plus a binary search per
+// element of rm and add: far less than sorting again. ok is false if an element of rm is not in
+// old (the builder's memo disagrees with its last Table), so the caller can rebuild instead.
+func patchSorted[T any](old, rm, add []T, cmp func(a, b T) int) (out []T, ok bool) {
+	rmIdx := make([]int, 0, len(rm))
+	for _, x := range rm {
+		i, found := slices.BinarySearchFunc(old, x, cmp)
+		if !found {
+			return nil, false
+		}
+		rmIdx = append(rmIdx, i)
+	}
+	slices.Sort(rmIdx)
+	add = slices.Clone(add)
+	slices.SortFunc(add, cmp)
+	out = make([]T, 0, len(old)-len(rm)+len(add))
+	i, r := 0, 0
+	// copyTo appends old[i:end] to out, skipping removed indices.
+	copyTo := func(end int) {
+		for ; r < len(rmIdx) && rmIdx[r] < end; r++ {
+			out = append(out, old[i:rmIdx[r]]...)
+			i = rmIdx[r] + 1
+		}
+		if i < end {
+			out = append(out, old[i:end]...)
+			i = end
+		}
+	}
+	for _, x := range add {
+		pos, _ := slices.BinarySearchFunc(old, x, cmp)
+		copyTo(max(pos, i))
+		out = append(out, x)
+	}
+	copyTo(len(old))
+	return out, true
+}

@@ -17,6 +17,7 @@ import (
 	"slices"
 
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/api"
+	"github.com/sluice-dev/sluice/cmd/sluice/internal/manifest"
 	"github.com/sluice-dev/sluice/routing"
 	"github.com/sluice-dev/sluice/routing/store"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
@@ -91,13 +92,14 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	dryRun := r.URL.Query().Get("dryRun") == "true"
 	r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
-	objs, status, err := s.decodeBody(r)
+	objs, sources, status, err := s.decodeBody(r)
 	if err != nil {
 		writeError(w, status, err.Error())
 		return
 	}
 	res, err := s.store.Apply(objs, dryRun)
 	if err != nil {
+		err = sources.Attribute(err)
 		if _, ok := errors.AsType[*store.AdmissionError](err); ok {
 			writeError(w, http.StatusUnprocessableEntity, err.Error())
 			return
@@ -122,19 +124,21 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 // decodeBody reads either one document stream (its name in ?source=) or a multipart form with
 // one part per file, so that a directory applies as one all-or-nothing batch and every error
 // still names its file.
-func (s *Server) decodeBody(r *http.Request) ([]v1.Object, int, error) {
+func (s *Server) decodeBody(r *http.Request) ([]v1.Object, manifest.Sources, int, error) {
+	sources := manifest.Sources{}
 	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt != "multipart/form-data" {
 		data, err := io.ReadAll(r.Body)
 		if err != nil {
-			return nil, bodyStatus(err), bodyError(err, s.opts.MaxBodyBytes)
+			return nil, nil, bodyStatus(err), bodyError(err, s.opts.MaxBodyBytes)
 		}
 		source := cmp.Or(r.URL.Query().Get("source"), "request body")
 		objs, err := v1.Decode(data, source)
 		if err != nil {
-			return nil, http.StatusBadRequest, err
+			return nil, nil, http.StatusBadRequest, err
 		}
-		return objs, 0, nil
+		sources.Add(source, objs)
+		return objs, sources, 0, nil
 	}
 	mr := multipart.NewReader(r.Body, params["boundary"])
 	var objs []v1.Object
@@ -144,20 +148,21 @@ func (s *Server) decodeBody(r *http.Request) ([]v1.Object, int, error) {
 			break
 		}
 		if err != nil {
-			return nil, bodyStatus(err), bodyError(err, s.opts.MaxBodyBytes)
+			return nil, nil, bodyStatus(err), bodyError(err, s.opts.MaxBodyBytes)
 		}
 		source := cmp.Or(p.FileName(), fmt.Sprintf("part %d", i))
 		data, err := io.ReadAll(p)
 		if err != nil {
-			return nil, bodyStatus(err), bodyError(err, s.opts.MaxBodyBytes)
+			return nil, nil, bodyStatus(err), bodyError(err, s.opts.MaxBodyBytes)
 		}
 		got, err := v1.Decode(data, source)
 		if err != nil {
-			return nil, http.StatusBadRequest, err
+			return nil, nil, http.StatusBadRequest, err
 		}
+		sources.Add(source, got)
 		objs = append(objs, got...)
 	}
-	return objs, 0, nil
+	return objs, sources, 0, nil
 }
 
 func bodyStatus(err error) int {

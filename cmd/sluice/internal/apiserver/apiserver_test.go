@@ -153,8 +153,11 @@ func TestApplyErrors(t *testing.T) {
 	}
 
 	unknownRev := hello + "  traffic:\n  - revisionName: hello-00009\n    percent: 100\n"
-	if code := call(t, "POST", base+"/apply", "application/yaml", strings.NewReader(unknownRev), nil, &e); code != 422 {
+	if code := call(t, "POST", base+"/apply?source=hello.yaml", "application/yaml", strings.NewReader(unknownRev), nil, &e); code != 422 {
 		t.Errorf("unknown revision: %d (%s), want 422", code, e.Error)
+	}
+	if !strings.HasPrefix(e.Error, "hello.yaml: Service default/hello: ") || !strings.Contains(e.Error, "hello-00009") {
+		t.Errorf("admission error %q should name the file, the object and the revision", e.Error)
 	}
 
 	big := strings.Repeat("# padding\n", 200) + hello

@@ -143,6 +143,7 @@ func Sync(st *store.Store, dir string) (store.Result, []routing.Ref, error) {
 		return store.Result{}, nil, err
 	}
 	var objs []v1.Object
+	sources := manifest.Sources{}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -152,6 +153,7 @@ func Sync(st *store.Store, dir string) (store.Result, []routing.Ref, error) {
 		if err != nil {
 			return store.Result{}, nil, err
 		}
+		sources.Add(f, got)
 		for _, o := range got {
 			mark(o, dir)
 		}
@@ -159,7 +161,7 @@ func Sync(st *store.Store, dir string) (store.Result, []routing.Ref, error) {
 	}
 	res, err := st.Apply(objs, false)
 	if err != nil {
-		return store.Result{}, nil, fmt.Errorf("apply %s: %w", dir, err)
+		return store.Result{}, nil, fmt.Errorf("apply %s: %w", dir, sources.Attribute(err))
 	}
 	keep := make(map[routing.Ref]bool, len(res.Objects))
 	for _, o := range res.Objects {

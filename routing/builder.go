@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"cmp"
 	"slices"
 
 	v1 "github.com/sluice-dev/sluice/routing/v1"
@@ -24,7 +25,30 @@ type TableBuilder struct {
 	// servedBy lists, per revision, the routes whose served traffic names it: their hosts read
 	// the revision (its timeout), so they are rebuilt when it changes.
 	servedBy map[Key][]Key
+	// diff is what the last Build changed relative to the Table before it (see LastDiff).
+	diff TableDiff
 }
+
+// TableDiff names what one Build changed, so that the stages after it (the envoy translator, the
+// xds server) can look at those hosts and backends only instead of comparing the whole Table.
+// It may name more than changed (every host of a Route that was rebuilt, say), never less.
+type TableDiff struct {
+	// Hosts are the virtual hosts added, changed or removed, by name and visibility.
+	Hosts []HostRef
+	// Backends are the cluster names of the backends added, changed or removed.
+	Backends []string
+	// Full means anything may have changed (a first or full build): compare everything.
+	Full bool
+}
+
+// HostRef names a virtual host: names are unique within a visibility.
+type HostRef struct {
+	Name       string
+	Visibility Visibility
+}
+
+// Empty reports whether the diff names nothing: the Table is the previous one.
+func (d TableDiff) Empty() bool { return !d.Full && len(d.Hosts) == 0 && len(d.Backends) == 0 }
 
 type routeMemo struct {
 	hosts []VirtualHost
@@ -43,10 +67,25 @@ func NewTableBuilder(cfg Config) *TableBuilder {
 // revision whose instances in src changed. A Service stands for its Route; Configurations do not
 // affect the Table. changed nil rebuilds everything, as does the first Build. When nothing
 // changed the previous Table itself is returned.
+//
+// LastDiff then says what differs from the Table the previous Build returned.
 func (b *TableBuilder) Build(st *State, src EndpointSource, changed []Ref) *Table {
+	tab, _ := b.BuildDiff(st, src, changed)
+	return tab
+}
+
+// LastDiff is what the last Build (or BuildDiff) changed relative to the Table returned by the
+// Build before it. A caller that skipped translating some Table must not chain diffs across it:
+// it translates with Full instead (a diff describes one step, not an accumulation).
+func (b *TableBuilder) LastDiff() TableDiff { return b.diff }
+
+// BuildDiff is Build returning LastDiff too.
+func (b *TableBuilder) BuildDiff(st *State, src EndpointSource, changed []Ref) (*Table, TableDiff) {
 	if changed == nil || b.last == nil {
-		return b.full(st, src)
+		b.diff = TableDiff{Full: true}
+		return b.full(st, src), b.diff
 	}
+	b.diff = TableDiff{}
 	var dirtyRoutes, dirtyRevs []Key
 	for _, r := range changed {
 		switch r.Kind {
@@ -107,13 +146,14 @@ func (b *TableBuilder) Build(st *State, src EndpointSource, changed []Ref) *Tabl
 	}
 
 	if len(rmHosts)+len(addHosts)+len(rmBackends)+len(addBackends) == 0 {
-		return b.last
+		return b.last, b.diff
 	}
 	t := &Table{Hosts: b.last.Hosts, Backends: b.last.Backends}
 	var ok bool
 	if len(rmHosts)+len(addHosts) > 0 {
 		if t.Hosts, ok = patchSorted(b.last.Hosts, rmHosts, addHosts, compareHosts); !ok {
-			return b.full(st, src)
+			b.diff = TableDiff{Full: true}
+			return b.full(st, src), b.diff
 		}
 		if len(t.Hosts) == 0 {
 			t.Hosts = nil // as BuildTable has it
@@ -121,11 +161,42 @@ func (b *TableBuilder) Build(st *State, src EndpointSource, changed []Ref) *Tabl
 	}
 	if len(rmBackends)+len(addBackends) > 0 {
 		if t.Backends, ok = patchSorted(b.last.Backends, rmBackends, addBackends, compareBackends); !ok {
-			return b.full(st, src)
+			b.diff = TableDiff{Full: true}
+			return b.full(st, src), b.diff
 		}
 	}
+	b.diff = diffOf(rmHosts, addHosts, rmBackends, addBackends)
 	b.last = t
-	return t
+	return t, b.diff
+}
+
+// diffOf names the hosts and backends a patch removed or added, each once, sorted. A changed
+// value is both removed (old) and added (new) under the same name.
+func diffOf(rmHosts, addHosts []VirtualHost, rmBackends, addBackends []Backend) TableDiff {
+	d := TableDiff{
+		Hosts:    make([]HostRef, 0, len(rmHosts)+len(addHosts)),
+		Backends: make([]string, 0, len(rmBackends)+len(addBackends)),
+	}
+	for _, hs := range [2][]VirtualHost{rmHosts, addHosts} {
+		for i := range hs {
+			d.Hosts = append(d.Hosts, HostRef{Name: hs[i].Name, Visibility: hs[i].Visibility})
+		}
+	}
+	for _, bs := range [2][]Backend{rmBackends, addBackends} {
+		for i := range bs {
+			d.Backends = append(d.Backends, bs[i].Cluster)
+		}
+	}
+	slices.SortFunc(d.Hosts, func(a, b HostRef) int {
+		if c := cmp.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Visibility, b.Visibility)
+	})
+	d.Hosts = slices.Compact(d.Hosts)
+	slices.Sort(d.Backends)
+	d.Backends = slices.Compact(d.Backends)
+	return d
 }
 
 // full rebuilds every route's hosts and every backend, keeping the previous values that are

@@ -83,6 +83,11 @@ type Translator struct {
 	hostOrder    []*hostEntry
 	backendOrder []*backendEntry
 	last         *Resources
+	// owned says last's maps are the Translator's own, patched in place by TranslateDiff;
+	// false while they are shared with the caller of Translate (see TranslateDiff).
+	owned bool
+	// changes are what the last call changed (LastChanges).
+	changes Changes
 	// Last route configuration per Envoy listener and the virtual hosts it was built from.
 	gateway [2]gatewayRoutes
 }
@@ -262,7 +267,7 @@ func (t *Translator) Translate(tab *routing.Table) *Resources {
 			res.Routes[name] = last.rc
 		}
 	}
-	t.last = res
+	t.last, t.owned, t.changes = res, false, Changes{Full: true}
 	return res
 }
 

@@ -84,7 +84,16 @@ type Store struct {
 	state   atomic.Pointer[routing.State]
 	changes chan struct{}
 	now     func() time.Time
+
+	// journal lists what Apply and Delete changed since the last TakeChanged, so the control-plane
+	// loop can work in proportion to a change rather than to the whole State.
+	journalMu   sync.Mutex
+	journal     []routing.Ref
+	journalFull bool // the journal overflowed: the reader must treat everything as changed
 }
+
+// maxJournal bounds the journal when nobody drains it; past it the reader is told to rebuild all.
+const maxJournal = 100_000
 
 // Open opens (creating if needed) dir/sluice.db and loads the State from it.
 func Open(dir string) (*Store, error) {
@@ -245,7 +254,19 @@ func (s *Store) UpdateStatus(objs []v1.Object) error {
 	if err != nil {
 		return err
 	}
-	return s.commit(cur, change)
+	// The loop that computes statuses is the only caller and already acts on what it wrote, so a
+	// status write is neither journaled nor signalled: that would only make it redo its own pass.
+	return s.write(cur, change)
+}
+
+// TakeChanged returns the objects Apply and Delete changed since the last call, and all=true when
+// more changed than the journal holds (the caller must then treat everything as changed).
+func (s *Store) TakeChanged() (refs []routing.Ref, all bool) {
+	s.journalMu.Lock()
+	defer s.journalMu.Unlock()
+	refs, all = s.journal, s.journalFull
+	s.journal, s.journalFull = nil, false
+	return refs, all
 }
 
 // withStatus copies stored (shallowly: stored objects are immutable, sharing is safe) with the
@@ -312,8 +333,33 @@ func equalJSON(a, b v1.Object) (bool, error) {
 	return bytes.Equal(ja, jb), nil
 }
 
-// commit writes c in one transaction, then publishes the new State and signals. Called with mu held.
+// commit writes c, journals it and signals. Called with mu held.
 func (s *Store) commit(cur *routing.State, c routing.Change) error {
+	if len(c.Put) == 0 && len(c.Delete) == 0 {
+		return nil
+	}
+	if err := s.write(cur, c); err != nil {
+		return err
+	}
+	s.journalMu.Lock()
+	if len(s.journal)+len(c.Put)+len(c.Delete) > maxJournal {
+		s.journal, s.journalFull = nil, true
+	} else if !s.journalFull {
+		for _, o := range c.Put {
+			s.journal = append(s.journal, routing.RefOf(o))
+		}
+		s.journal = append(s.journal, c.Delete...)
+	}
+	s.journalMu.Unlock()
+	select {
+	case s.changes <- struct{}{}:
+	default: // a signal is already pending; the reader will see this change too
+	}
+	return nil
+}
+
+// write commits c in one transaction and then publishes the new State. Called with mu held.
+func (s *Store) write(cur *routing.State, c routing.Change) error {
 	if len(c.Put) == 0 && len(c.Delete) == 0 {
 		return nil
 	}
@@ -347,10 +393,6 @@ func (s *Store) commit(cur *routing.State, c routing.Change) error {
 		return fmt.Errorf("commit to %s (nothing was changed): %w", s.db.Path(), err)
 	}
 	s.state.Store(cur.With(c))
-	select {
-	case s.changes <- struct{}{}:
-	default: // a signal is already pending; the reader will see this change too
-	}
 	return nil
 }
 

@@ -302,3 +302,56 @@ func equalKeys(a, b []routing.Key) bool {
 	}
 	return true
 }
+
+func TestTakeChangedJournalsAppliesAndDeletesButNotStatuses(t *testing.T) {
+	s := open(t, t.TempDir())
+	if refs, all := s.TakeChanged(); len(refs) != 0 || all {
+		t.Fatalf("fresh store journal = %v, %v; want empty", refs, all)
+	}
+	if _, err := s.Apply(decode(t, helloV1), false); err != nil {
+		t.Fatal(err)
+	}
+	refs, all := s.TakeChanged()
+	if all {
+		t.Fatal("journal overflowed after one apply")
+	}
+	got := map[string]bool{}
+	for _, r := range refs {
+		got[r.String()] = true
+	}
+	for _, want := range []routing.Ref{
+		{Kind: v1.KindService, Key: routing.Key{Namespace: "default", Name: "hello"}},
+		{Kind: v1.KindConfiguration, Key: routing.Key{Namespace: "default", Name: "hello"}},
+		{Kind: v1.KindRoute, Key: routing.Key{Namespace: "default", Name: "hello"}},
+		{Kind: v1.KindRevision, Key: routing.Key{Namespace: "default", Name: "hello-00001"}},
+	} {
+		if !got[want.String()] {
+			t.Errorf("journal %v lacks %v", refs, want)
+		}
+	}
+	if refs, _ := s.TakeChanged(); len(refs) != 0 {
+		t.Errorf("second TakeChanged = %v; want empty (it drains)", refs)
+	}
+
+	svc := *s.State().Services[routing.Key{Namespace: "default", Name: "hello"}]
+	svc.Status.URL = "http://hello.default.example.com"
+	if err := s.UpdateStatus([]v1.Object{&svc}); err != nil {
+		t.Fatal(err)
+	}
+	if refs, _ := s.TakeChanged(); len(refs) != 0 {
+		t.Errorf("status write journaled %v; the loop writing statuses must not hear of its own writes", refs)
+	}
+	select {
+	case <-s.Changes():
+		// The apply's signal may still be pending; that is fine as long as the status write
+		// added nothing to the journal.
+	default:
+	}
+
+	if _, err := s.Delete(routing.Ref{Kind: v1.KindService, Key: routing.Key{Namespace: "default", Name: "hello"}}); err != nil {
+		t.Fatal(err)
+	}
+	if refs, _ := s.TakeChanged(); len(refs) != 4 {
+		t.Errorf("journal after delete = %v; want the service and the 3 objects it owned", refs)
+	}
+}

@@ -26,6 +26,9 @@ type serveOptions struct {
 	domain   string
 	watchDir string
 	logLevel string
+	// Where Envoy gateways bind the listeners sluice gives them.
+	externalAddr string
+	internalAddr string
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -70,6 +73,8 @@ SIGINT or SIGTERM stops serve gracefully; a second one stops it at once.`,
 	f.StringVar(&o.domain, "domain", "example.com", "domain of service hosts: NAME.NAMESPACE.DOMAIN")
 	f.StringVar(&o.watchDir, "watch", "", "directory of manifests to apply whenever it changes")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.externalAddr, "envoy-external-addr", "0.0.0.0:8080", "address Envoy gateways bind the external listener to (public hosts)")
+	f.StringVar(&o.internalAddr, "envoy-internal-addr", "0.0.0.0:8081", "address Envoy gateways bind the internal listener to (cluster-local hosts)")
 	return cmd
 }
 
@@ -134,8 +139,10 @@ func serve(ctx context.Context, o serveOptions, token string, log *slog.Logger) 
 		w := &watch.Watcher{Dir: o.watchDir, Store: st, Log: log}
 		s.add("watch", w.Run)
 	}
-	// The control-plane loop (store → routing → envoy → xDS) and the xDS server on o.xdsAddr
-	// join here as parts, from cmd/sluice/internal/controlplane.
+	if err := s.addControlPlane(ctx); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	log.Info("sluice serving", "api", "http://"+ln.Addr().String(), "dataDir", o.dataDir, "watch", o.watchDir)
 	return s.run(ctx)
 }

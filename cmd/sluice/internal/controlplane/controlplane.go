@@ -13,6 +13,7 @@ import (
 	"github.com/sluice-dev/sluice/envoy"
 	"github.com/sluice-dev/sluice/routing"
 	"github.com/sluice-dev/sluice/routing/store"
+	v1 "github.com/sluice-dev/sluice/routing/v1"
 	"github.com/sluice-dev/sluice/xds"
 )
 
@@ -22,6 +23,8 @@ type Endpoints interface {
 	// Changes is signalled (coalescing) when some revision's instances changed; nil for a source
 	// whose answers depend only on the stored objects, like the sluice.dev/endpoints annotation.
 	Changes() <-chan struct{}
+	// Changed returns the revisions whose instances changed since the last call.
+	Changed() []routing.Key
 }
 
 // Static is the standalone source of issue 2: the sluice.dev/endpoints annotation.
@@ -29,6 +32,9 @@ type Static struct{ routing.StaticEndpoints }
 
 // Changes is nil: static endpoints change only with the stored revisions.
 func (Static) Changes() <-chan struct{} { return nil }
+
+// Changed is empty for the same reason.
+func (Static) Changed() []routing.Key { return nil }
 
 // Options configure a Loop.
 type Options struct {
@@ -51,12 +57,15 @@ type SyncStats struct {
 
 // Loop owns the translation from state to xDS.
 type Loop struct {
-	store *store.Store
-	eps   Endpoints
-	tr    *envoy.Translator
-	xds   *xds.Server
-	opts  Options
-	log   *slog.Logger
+	store  *store.Store
+	eps    Endpoints
+	tables *routing.TableBuilder
+	tr     *envoy.Translator
+	xds    *xds.Server
+	opts   Options
+	log    *slog.Logger
+	// synced is false until a full pass succeeded; until then every pass is a full one.
+	synced bool
 }
 
 // New returns a Loop; Run drives it.
@@ -67,7 +76,7 @@ func New(st *store.Store, eps Endpoints, tr *envoy.Translator, srv *xds.Server, 
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Loop{store: st, eps: eps, tr: tr, xds: srv, opts: opts, log: opts.Logger}
+	return &Loop{store: st, eps: eps, tables: routing.NewTableBuilder(opts.Routing), tr: tr, xds: srv, opts: opts, log: opts.Logger}
 }
 
 // Run syncs once at start and then after every stored change or endpoint change, until ctx is
@@ -90,23 +99,44 @@ func (l *Loop) Run(ctx context.Context) error {
 	}
 }
 
-// Sync runs one pass over the current state.
+// Sync runs one pass: over what changed since the last pass, or over everything on the first one
+// (and after a failure, or when more changed than the store's journal holds).
 func (l *Loop) Sync() error {
 	start := time.Now()
+	changed, all := l.store.TakeChanged()
+	for _, k := range l.eps.Changed() {
+		changed = append(changed, routing.Ref{Kind: v1.KindRevision, Key: k})
+	}
+	full := all || !l.synced
+	// A failed pass is redone in full: what it took from the journal is lost with it.
+	l.synced = false
+
 	st := l.store.State()
-	updates := routing.Reconcile(st, l.eps, l.opts.Routing, l.opts.Now())
+	var updates []v1.Object
+	if full {
+		updates = routing.Reconcile(st, l.eps, l.opts.Routing, l.opts.Now())
+	} else {
+		updates = routing.ReconcileScoped(st, l.eps, l.opts.Routing, l.opts.Now(), changed)
+	}
 	if len(updates) > 0 {
 		if err := l.store.UpdateStatus(updates); err != nil {
 			return fmt.Errorf("write statuses: %w", err)
 		}
 		st = l.store.State()
+		for _, o := range updates {
+			changed = append(changed, routing.RefOf(o))
+		}
 	}
-	tab := routing.BuildTable(st, l.eps, l.opts.Routing)
+	if full {
+		changed = nil // the builder's "everything"
+	}
+	tab := l.tables.Build(st, l.eps, changed)
 	res := l.tr.Translate(tab)
 	stats, err := l.xds.Update((*xds.Resources)(res))
 	if err != nil {
 		return fmt.Errorf("push xDS: %w", err)
 	}
+	l.synced = true
 	s := SyncStats{StatusUpdates: len(updates), Hosts: len(tab.Hosts), Backends: len(tab.Backends), XDS: stats, Took: time.Since(start)}
 	if stats.Changed+stats.Deleted > 0 || s.StatusUpdates > 0 {
 		l.log.Debug("synced", "statuses", s.StatusUpdates, "hosts", s.Hosts, "backends", s.Backends,

@@ -189,12 +189,20 @@ func TestCutoverAndRollback(t *testing.T) {
 // the client keeps working throughout, including while sluice is down (it keeps the last config).
 func TestRestart(t *testing.T) {
 	forEachDataPlane(t, func(t *testing.T, e *helloEnv) {
+		if got := routeTraffic(t, e.s); got["hello-00001"] != 80 || got["hello-00002"] != 20 {
+			t.Fatalf("route status traffic before the restart = %v, want hello-00001=80 hello-00002=20", got)
+		}
 		before := getJSON(t, e.s, "routes", "hello")
 		load := startLoad(t, e.dp, mainHost, 2)
 		load.waitMore(t, 100)
 
 		e.s.stop()
-		load.waitMore(t, 300) // served while sluice is down
+		if _, _, err := httpGet("http://" + e.s.apiAddr + "/healthz"); err == nil {
+			t.Fatal("sluice still answers after it was stopped")
+		}
+		// Long enough for the client to have lost its xDS stream and retried at least once
+		// (gRPC's xDS client backs off from 1s), at the pace of the load loop.
+		load.waitMore(t, 1500) // served while sluice is down
 		e.s.start()
 		load.waitMore(t, 300) // and after it is back (the client reconnects)
 
@@ -277,6 +285,8 @@ func TestBadInput(t *testing.T) {
 		// A dry run of a valid change (the cutover) validates it and changes nothing.
 		path := writeTemp(t, "dry-run-cutover.yaml", helloService("v2", e.v2.addr, trafficBlock(0, 100)))
 		e.s.mustCLI("apply", "--dry-run", "-f", path)
+
+		load.waitMore(t, 200) // the data plane keeps answering after all of that
 
 		// An unreachable server is an error too, naming where it tried.
 		dead := "http://" + loopback(freePort(t))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -51,6 +52,9 @@ func Apply(st *State, objs []v1.Object, now time.Time) (Change, error) {
 	}
 	for _, t := range a.routes {
 		if err := a.checkReferences(t.key, t.from); err != nil {
+			return Change{}, err
+		}
+		if err := a.checkHosts(t.key, t.from); err != nil {
 			return Change{}, err
 		}
 	}
@@ -349,6 +353,70 @@ func (a *admission) checkReferences(k Key, from string) error {
 		}
 	}
 	return nil
+}
+
+// checkHosts rejects a Route whose hosts are another Route's: a route named "v1-hello" and tag v1
+// of route "hello" would both be v1-hello.NAMESPACE.DOMAIN, and a gateway can route a host to
+// only one of them. Knative leaves this to a failed Ingress; we refuse it at apply time.
+//
+// Hosts differ only by their first label ("{tag}-{name}" or "{name}") within a namespace, so a
+// label can clash only with a route of that name, or with tag p of route s where label = p-s:
+// a few lookups per label rather than a scan of the namespace.
+func (a *admission) checkHosts(k Key, from string) error {
+	r := a.routeAt(k)
+	for _, label := range hostLabels(r) {
+		if label != k.Name {
+			if o := a.routeAt(Key{Namespace: k.Namespace, Name: label}); o != nil {
+				return fmt.Errorf("%s: host %s.%s.… is also the main host of Route %s/%s: rename the tag or the route",
+					from, label, k.Namespace, k.Namespace, label)
+			}
+		}
+		for i := strings.IndexByte(label, '-'); i >= 0; i = nextDash(label, i) {
+			tag, name := label[:i], label[i+1:]
+			if name == k.Name {
+				continue // our own tag's host
+			}
+			o := a.routeAt(Key{Namespace: k.Namespace, Name: name})
+			if o != nil && slices.Contains(hostLabels(o), label) && tagged(o, tag) {
+				return fmt.Errorf("%s: host %s.%s.… is also the host of tag %q of Route %s/%s: rename the tag or the route",
+					from, label, k.Namespace, tag, k.Namespace, name)
+			}
+		}
+	}
+	return nil
+}
+
+func nextDash(s string, i int) int {
+	j := strings.IndexByte(s[i+1:], '-')
+	if j < 0 {
+		return -1
+	}
+	return i + 1 + j
+}
+
+// hostLabels are the first labels of a route's hosts, for the tags it wants and the tags it still
+// serves (the hosts of both are programmed while a change is pending).
+func hostLabels(r *v1.Route) []string {
+	labels := []string{r.Name}
+	for _, ts := range [][]v1.TrafficTarget{r.Spec.Traffic, r.Status.Traffic} {
+		for _, t := range ts {
+			if t.Tag != "" {
+				labels = append(labels, t.Tag+"-"+r.Name)
+			}
+		}
+	}
+	return labels
+}
+
+func tagged(r *v1.Route, tag string) bool {
+	for _, ts := range [][]v1.TrafficTarget{r.Spec.Traffic, r.Status.Traffic} {
+		for _, t := range ts {
+			if t.Tag == tag {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // knownRevisions lists the revisions of the route's own configuration, to help with a typo.

@@ -216,3 +216,45 @@ spec:
 		t.Fatalf("hosts %+v", tab.Hosts)
 	}
 }
+
+func TestApplyRejectsHostCollisions(t *testing.T) {
+	// hello has tag v1, so its tag host is v1-hello.default.DOMAIN.
+	base := apply(t, NewState(), decode(t, svcYAML("hello-v1", "a", "  traffic: [{revisionName: hello-v1, percent: 100, tag: v1}]\n")))
+	tagged := func(name, rev, tag string) string {
+		y := strings.ReplaceAll(svcYAML(rev, "a", ""), "name: hello\n", "name: "+name+"\n")
+		return y + "  traffic: [{revisionName: " + rev + ", percent: 100, tag: " + tag + "}]\n"
+	}
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"service named like a tag host", strings.ReplaceAll(svcYAML("v1-hello-a", "a", ""), "name: hello\n", "name: v1-hello\n"),
+			`Service default/v1-hello: host v1-hello.default.… is also the host of tag "v1" of Route default/hello`},
+		{"tag host named like a service", tagged("world", "world-a", "hello"),
+			""}, // hello-world: no route named hello-world, no clash
+		{"tag host equal to another tag host", tagged("hello", "hello-v1", "v1"), ""}, // our own tag
+		{"tag whose host is another route", tagged("x", "x-a", "v1-hello-is"), ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Apply(base, decode(t, tc.yaml), t0)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("unexpected error %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v\nwant %q", err, tc.want)
+			}
+		})
+	}
+
+	// A tag whose host is an existing route's main host: tag "v1" on route "x" needs a route
+	// named "v1-x" to clash.
+	st := apply(t, base, decode(t, strings.ReplaceAll(svcYAML("v1-x-a", "a", ""), "name: hello\n", "name: v1-x\n")))
+	_, err := Apply(st, decode(t, tagged("x", "x-a", "v1")), t0)
+	want := `Service default/x: host v1-x.default.… is also the main host of Route default/v1-x`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v\nwant %q", err, want)
+	}
+}

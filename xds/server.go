@@ -137,10 +137,14 @@ type cacheState struct {
 
 	entries   map[string]*entry
 	byVersion map[string]string // version → name: versions are content hashes, and names are in the content
+	enc       vhostEncoder      // encodings of large route configurations' virtual hosts; written under updateMu
 }
 
 type entry struct {
-	res     types.Resource
+	res types.Resource
+	// wire, when set, is what the LinearCache gets instead of res: equal
+	// content, cheaper to encode (see vhostEncoder).
+	wire    types.Resource
 	version string
 	seq     uint64 // Server.seq when this content was set; orders versions of one resource
 }
@@ -329,6 +333,7 @@ func (s *Server) update(res *Resources, ch *Changes) (UpdateStats, error) {
 		for _, name := range c.deleted {
 			delete(c.cs.byVersion, c.cs.entries[name].version)
 			delete(c.cs.entries, name)
+			c.cs.enc.forget(name)
 		}
 	}
 	s.mu.Unlock()
@@ -341,6 +346,9 @@ func (s *Server) update(res *Resources, ch *Changes) (UpdateStats, error) {
 		put := make(map[string]types.Resource, len(c.put))
 		for name, e := range c.put {
 			put[name] = e.res
+			if e.wire != nil {
+				put[name] = e.wire
+			}
 		}
 		if err := c.cs.cache.UpdateResources(put, c.deleted); err != nil {
 			errs = append(errs, fmt.Errorf("xds: update %s: %w", c.cs.key, err))
@@ -442,7 +450,10 @@ func diffOne[T types.Resource](cs *cacheState, c *change, name string, r T, seq 
 	// and the version is the hash of the deterministic encoding, so equal
 	// versions mean equal content: no separate proto.Equal walk, which on the
 	// 12 MB gateway route configuration costs as much as encoding it.
-	b, err := cache.MarshalResource(r)
+	b, wire, encoded, err := cs.enc.encode(name, r)
+	if err == nil && !encoded {
+		b, err = cache.MarshalResource(r)
+	}
 	if err != nil {
 		return fmt.Errorf("xds: update: encoding %s %q: %w", cs.key, name, err)
 	}
@@ -457,7 +468,7 @@ func diffOne[T types.Resource](cs *cacheState, c *change, name string, r T, seq 
 	if c.put == nil {
 		c.put = make(map[string]*entry)
 	}
-	c.put[name] = &entry{res: r, version: version, seq: seq}
+	c.put[name] = &entry{res: r, wire: wire, version: version, seq: seq}
 	stats.Changed++
 	stats.Bytes += int64(len(b))
 	return nil

@@ -93,8 +93,12 @@ func (e *vhostEncoder) encode(name string, r types.Resource) (b []byte, wire typ
 	}
 	b = make([]byte, 0, len(head)+size)
 	b = append(b, head...)
-	for _, rec := range next.recs {
+	for i, rec := range next.recs {
+		off := len(b)
 		b = append(b, rec...)
+		// Remember the record as part of b, which the cache holds anyway (as
+		// the unknown fields of w), rather than keep a second copy of it.
+		next.recs[i] = b[off:len(b):len(b)]
 	}
 	w := &routev3.RouteConfiguration{Name: rc.GetName()}
 	w.ProtoReflect().SetUnknown(b[len(head):])

@@ -130,9 +130,12 @@ func (l *Loop) Sync() error {
 	if full {
 		changed = nil // the builder's "everything"
 	}
-	tab := l.tables.Build(st, l.eps, changed)
-	res := l.tr.Translate(tab)
-	stats, err := l.xds.Update((*xds.Resources)(res))
+	// Each stage hands the next what it changed, so a pass costs in proportion to the change:
+	// the table's diff names hosts and backends, the translator's names resources, and the xDS
+	// server re-diffs only those. A full pass (changed == nil) diffs everything.
+	tab, diff := l.tables.BuildDiff(st, l.eps, changed)
+	res := l.tr.TranslateDiff(tab, diff)
+	stats, err := l.xds.UpdateChanged((*xds.Resources)(res), xds.Changes(l.tr.LastChanges()))
 	if err != nil {
 		return fmt.Errorf("push xDS: %w", err)
 	}

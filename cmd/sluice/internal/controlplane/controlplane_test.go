@@ -1,0 +1,226 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/envoy"
+	"github.com/sluice-dev/sluice/routing"
+	"github.com/sluice-dev/sluice/routing/store"
+	v1 "github.com/sluice-dev/sluice/routing/v1"
+	"github.com/sluice-dev/sluice/xds"
+)
+
+func service(name, rev, endpoint, traffic string) string {
+	return fmt.Sprintf(`apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: %s
+spec:
+  template:
+    metadata:
+      name: %s
+      annotations:
+        sluice.dev/endpoints: %q
+    spec:
+      containers:
+      - image: hello
+%s`, name, rev, endpoint, traffic)
+}
+
+// versions is every resource the server holds, by type and name.
+func versions(s *xds.Server) map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for i, c := range s.Debug("").Caches {
+		out[fmt.Sprintf("%d %s", i, c.TypeURL)] = c.Resources
+	}
+	return out
+}
+
+func newServer(t *testing.T) *xds.Server {
+	t.Helper()
+	srv, err := xds.NewServer(t.Context(), xds.Options{VersionPrefix: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+// The loop works from the store's journal and passes diffs down the pipeline. After every step
+// its caches must hold exactly what a full pass over the same state gives on a fresh server.
+func TestIncrementalSyncEqualsFullSync(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv := newServer(t)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cfg := routing.Config{Domain: "example.com"}
+	loop := New(st, Static{}, envoy.NewTranslator(envoy.Options{}), srv, Options{Routing: cfg, Now: func() time.Time { return now }})
+
+	steps := []struct {
+		name string
+		do   func() error
+	}{
+		{"a v1", applyYAML(st, service("a", "a-v1", "127.0.0.1:9001", ""))},
+		{"b v1", applyYAML(st, service("b", "b-v1", "127.0.0.1:9101", ""))},
+		{"a v2 80/20 tagged", applyYAML(st, service("a", "a-v2", "127.0.0.1:9002",
+			"  traffic:\n  - {revisionName: a-v1, percent: 80, tag: blue}\n  - {revisionName: a-v2, percent: 20, tag: green}\n"))},
+		{"a cut over", applyYAML(st, service("a", "a-v2", "127.0.0.1:9002",
+			"  traffic:\n  - {revisionName: a-v1, percent: 0, tag: blue}\n  - {revisionName: a-v2, percent: 100, tag: green}\n"))},
+		{"b cluster-local", applyYAML(st, `apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: b
+  labels: {networking.knative.dev/visibility: cluster-local}
+spec:
+  template:
+    metadata:
+      name: b-v1
+      annotations: {sluice.dev/endpoints: "127.0.0.1:9101"}
+    spec:
+      containers: [{image: hello}]
+`)},
+		{"a untagged", applyYAML(st, service("a", "a-v2", "127.0.0.1:9002", ""))},
+		{"delete b", func() error {
+			_, err := st.Delete(routing.Ref{Kind: v1.KindService, Key: routing.Key{Namespace: "default", Name: "b"}})
+			return err
+		}},
+	}
+	for _, step := range steps {
+		if err := step.do(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		now = now.Add(time.Second)
+		if err := loop.Sync(); err != nil {
+			t.Fatalf("%s: sync: %v", step.name, err)
+		}
+
+		// The reference: a full pass over the same state with fresh parts.
+		ref := newServer(t)
+		tab := routing.BuildTable(st.State(), routing.StaticEndpoints{}, cfg)
+		if _, err := ref.Update((*xds.Resources)(envoy.NewTranslator(envoy.Options{}).Translate(tab))); err != nil {
+			t.Fatal(err)
+		}
+		got, want := versions(srv), versions(ref)
+		if !maps.EqualFunc(got, want, maps.Equal) {
+			t.Fatalf("%s: incremental caches differ from a full pass\n got %v\nwant %v", step.name, got, want)
+		}
+		// The statuses the loop wrote are the fixed point: nothing is left to reconcile.
+		if left := routing.Reconcile(st.State(), routing.StaticEndpoints{}, cfg, now); len(left) != 0 {
+			t.Fatalf("%s: %d statuses left to write after the pass", step.name, len(left))
+		}
+	}
+}
+
+func applyYAML(st *store.Store, y string) func() error {
+	return func() error {
+		objs, err := v1.Decode([]byte(y), "test.yaml")
+		if err != nil {
+			return err
+		}
+		_, err = st.Apply(objs, false)
+		return err
+	}
+}
+
+// Run owns its goroutine: it returns when its context ends.
+func TestRunStopsWithContext(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	loop := New(st, Static{}, envoy.NewTranslator(envoy.Options{}), newServer(t), Options{})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- loop.Run(ctx) }()
+	if err := applyYAML(st, service("a", "a-v1", "127.0.0.1:9001", ""))(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run returned %v after cancel; want nil", err)
+	}
+}
+
+// dynamic is an Endpoints source whose instances change by themselves, like issue 3's local
+// processes: tests set a revision's instances and the loop hears of it through Changed.
+type dynamic struct {
+	instances map[string]routing.Instances // by revision name
+	changed   []routing.Key
+}
+
+func (d *dynamic) Instances(rev *v1.Revision) routing.Instances {
+	if in, ok := d.instances[rev.Name]; ok {
+		return in
+	}
+	return routing.Instances{Reason: "Starting", Message: "no instance is up yet"}
+}
+func (d *dynamic) Changes() <-chan struct{} { return nil }
+func (d *dynamic) Changed() []routing.Key {
+	c := d.changed
+	d.changed = nil
+	return c
+}
+func (d *dynamic) set(rev string, in routing.Instances) {
+	d.instances[rev] = in
+	d.changed = append(d.changed, routing.Key{Namespace: "default", Name: rev})
+}
+
+// A revision that becomes ready with no change to any stored object: only the source says so.
+// Its route's served traffic moves in status, and that must reach the table and xDS.
+func TestSyncFollowsInstanceReadiness(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	src := &dynamic{instances: map[string]routing.Instances{}}
+	srv := newServer(t)
+	cfg := routing.Config{Domain: "example.com"}
+	loop := New(st, src, envoy.NewTranslator(envoy.Options{}), srv, Options{Routing: cfg})
+	check := func(step string) {
+		t.Helper()
+		if err := loop.Sync(); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		ref := newServer(t)
+		tab := routing.BuildTable(st.State(), src, cfg)
+		if _, err := ref.Update((*xds.Resources)(envoy.NewTranslator(envoy.Options{}).Translate(tab))); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := versions(srv), versions(ref); !maps.EqualFunc(got, want, maps.Equal) {
+			t.Fatalf("%s: incremental caches differ from a full pass\n got %v\nwant %v", step, got, want)
+		}
+	}
+	ready := func(port int) routing.Instances {
+		return routing.Instances{Ready: true, Endpoints: []routing.Endpoint{{Host: "127.0.0.1", Port: uint32(port)}}}
+	}
+	src.set("a-v1", ready(9001))
+	if err := applyYAML(st, service("a", "a-v1", "127.0.0.1:9001", ""))(); err != nil {
+		t.Fatal(err)
+	}
+	check("v1 ready")
+	// v2 is created but not ready: the route keeps serving v1.
+	if err := applyYAML(st, service("a", "a-v2", "127.0.0.1:9002", ""))(); err != nil {
+		t.Fatal(err)
+	}
+	check("v2 created, not ready")
+	if got := st.State().Routes[routing.Key{Namespace: "default", Name: "a"}].Status.Traffic; len(got) != 1 || got[0].RevisionName != "a-v1" {
+		t.Fatalf("served traffic while v2 is not ready = %+v; want a-v1", got)
+	}
+	// v2 becomes ready: nothing stored changed, yet @latest moves to it.
+	src.set("a-v2", ready(9002))
+	check("v2 ready")
+	if got := st.State().Routes[routing.Key{Namespace: "default", Name: "a"}].Status.Traffic; len(got) != 1 || got[0].RevisionName != "a-v2" {
+		t.Fatalf("served traffic once v2 is ready = %+v; want a-v2", got)
+	}
+	// v2 scales: a new endpoint, readiness unchanged.
+	src.set("a-v2", routing.Instances{Ready: true, Endpoints: []routing.Endpoint{{Host: "127.0.0.1", Port: 9002}, {Host: "127.0.0.1", Port: 9003}}})
+	check("v2 scaled")
+}

@@ -67,9 +67,10 @@ resolves their traffic and serves it over xDS to Envoy gateways and proxyless gR
 		Example: `  # Run the control plane with its state in ./.sluice
   sluice serve
 
-  # Deploy a service, then split traffic 80/20 between its first revision and the latest
-  sluice apply -f examples/helloworld/service.yaml
-  sluice service update hello --traffic hello-00001=80 --traffic @latest=20
+  # Deploy the walkthrough's service, then split traffic 80/20 between its two revisions
+  sluice apply -f examples/walkthrough/01-helloworld-go-v1.yaml
+  sluice apply -f examples/walkthrough/02-helloworld-go-v2.yaml
+  sluice service update helloworld-go --traffic helloworld-go-v1=80 --traffic @latest=20
   sluice get ksvc`,
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -70,6 +70,7 @@ func (t *Translator) TranslateDiff(tab *routing.Table, d routing.TableDiff) *Res
 		if !found {
 			if old != nil {
 				delete(t.backends, name)
+				t.dropBackend(old)
 				delete(res.Clusters, name)
 				delete(res.Endpoints, name)
 				ch.Clusters = append(ch.Clusters, name)
@@ -123,6 +124,7 @@ func (t *Translator) TranslateDiff(tab *routing.Table, d routing.TableDiff) *Res
 				continue
 			}
 			delete(t.hosts, key)
+			t.dropHost(old)
 		}
 		if gw[g] == nil {
 			gw[g] = map[string]*routev3.VirtualHost{}

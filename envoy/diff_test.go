@@ -264,7 +264,12 @@ func TestTranslateDiffMatchesFresh(t *testing.T) {
 				diffSteps++
 			}
 			where := fmt.Sprintf("seed %d step %d", seed, step)
-			checkSameResources(t, where, res, NewTranslator(Options{}).Translate(tab))
+			fresh := NewTranslator(Options{})
+			checkSameResources(t, where, res, fresh.Translate(tab))
+			// The pools must hold what a fresh translation's hold: no reference lost or leaked.
+			if got, want := poolSizes(tr), poolSizes(fresh); !equalSizes(got, want) {
+				t.Fatalf("%s: pools (values, references) %v, fresh translation's %v", where, got, want)
+			}
 			if ch := tr.LastChanges(); full != ch.Full {
 				t.Fatalf("%s: Full %v after a full=%v translation", where, ch.Full, full)
 			} else if !full {

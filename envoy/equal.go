@@ -25,19 +25,3 @@ func equalBackend(a, b *routing.Backend) bool {
 	return a.Cluster == b.Cluster && a.Namespace == b.Namespace && a.Revision == b.Revision &&
 		a.Protocol == b.Protocol && slices.Equal(a.Endpoints, b.Endpoints)
 }
-
-func cloneVirtualHost(vh *routing.VirtualHost) routing.VirtualHost {
-	c := *vh
-	c.Routes = make([]routing.HTTPRoute, len(vh.Routes))
-	for i, r := range vh.Routes {
-		r.Splits = slices.Clone(r.Splits)
-		c.Routes[i] = r
-	}
-	return c
-}
-
-func cloneBackend(b *routing.Backend) routing.Backend {
-	c := *b
-	c.Endpoints = slices.Clone(b.Endpoints)
-	return c
-}

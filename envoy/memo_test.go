@@ -307,3 +307,21 @@ func asMessages[M ~map[string]*V, V any](m M) map[string]proto.Message {
 	}
 	return out
 }
+
+// Deep copies of IR, for tests that edit a Table after translating a snapshot of it.
+
+func cloneVirtualHost(vh *routing.VirtualHost) routing.VirtualHost {
+	c := *vh
+	c.Routes = make([]routing.HTTPRoute, len(vh.Routes))
+	for i, r := range vh.Routes {
+		r.Splits = slices.Clone(r.Splits)
+		c.Routes[i] = r
+	}
+	return c
+}
+
+func cloneBackend(b *routing.Backend) routing.Backend {
+	c := *b
+	c.Endpoints = slices.Clone(b.Endpoints)
+	return c
+}

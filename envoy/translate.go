@@ -90,6 +90,8 @@ type Translator struct {
 	changes Changes
 	// Last route configuration per Envoy listener and the virtual hosts it was built from.
 	gateway [2]gatewayRoutes
+	// pools share route protos among equal hosts and headers among revisions (see share.go).
+	pools pools
 }
 
 type hostKey struct {
@@ -98,9 +100,12 @@ type hostKey struct {
 }
 
 type hostEntry struct {
-	gen      uint64
-	pos      int                 // index in hostOrder
-	ir       routing.VirtualHost // a private deep copy: the caller may reuse its Table
+	gen uint64
+	pos int // index in hostOrder
+	// ir is the Table's own value: Tables are read-only (routing.TableBuilder's Tables share
+	// their slices with each other), so there is nothing to copy.
+	ir       routing.VirtualHost
+	routes   *shared[[]routing.HTTPRoute, hostRoutes]
 	vhost    *routev3.VirtualHost
 	grpcRC   *routev3.RouteConfiguration
 	listener *listenerv3.Listener
@@ -109,13 +114,14 @@ type hostEntry struct {
 type backendEntry struct {
 	gen     uint64
 	pos     int             // index in backendOrder
-	ir      routing.Backend // a private deep copy
+	ir      routing.Backend // the Table's own value, like hostEntry.ir
 	cluster *clusterv3.Cluster
 	cla     *endpointv3.ClusterLoadAssignment
 	// headers are the split headers of every route to this revision. Sharing them keeps
 	// memory proportional to revisions rather than to routes (a revision is typically the
 	// target of its service's main route, a tag route and a tag host, on two listeners).
 	headers []*corev3.HeaderValueOption
+	ns      *shared[string, *corev3.HeaderValueOption] // headers[1], shared by the namespace
 }
 
 type gatewayRoutes struct {
@@ -133,6 +139,7 @@ func NewTranslator(opts Options) *Translator {
 		},
 		hosts:    map[hostKey]*hostEntry{},
 		backends: map[string]*backendEntry{},
+		pools:    newPools(),
 	}
 }
 
@@ -153,6 +160,9 @@ var (
 // Translate returns the resources for tab. Memo entries for hosts and backends that are gone
 // from tab are dropped, so memory follows the current Table. The returned maps may be shared
 // with earlier and later Resources: never modify them.
+//
+// The Translator keeps tab's hosts and backends (not copies) to compare the next Table with:
+// like every routing Table, tab must not be modified afterwards.
 func (t *Translator) Translate(tab *routing.Table) *Resources {
 	t.gen++
 	prev := t.last
@@ -304,6 +314,7 @@ func (t *Translator) sweepBackends() []string {
 	for name, e := range t.backends {
 		if e.gen != t.gen {
 			delete(t.backends, name)
+			t.dropBackend(e)
 			gone = append(gone, name)
 		}
 	}
@@ -315,6 +326,7 @@ func (t *Translator) sweepHosts() []hostKey {
 	for k, e := range t.hosts {
 		if e.gen != t.gen {
 			delete(t.hosts, k)
+			t.dropHost(e)
 			gone = append(gone, k)
 		}
 	}
@@ -322,7 +334,7 @@ func (t *Translator) sweepHosts() []hostKey {
 }
 
 func (t *Translator) buildBackend(old *backendEntry, b *routing.Backend) *backendEntry {
-	e := &backendEntry{ir: cloneBackend(b)}
+	e := &backendEntry{ir: *b}
 	// The cluster and its load assignment change independently: endpoints move on every
 	// scale event, the protocol practically never.
 	if old != nil && old.ir.Protocol == b.Protocol {
@@ -336,11 +348,34 @@ func (t *Translator) buildBackend(old *backendEntry, b *routing.Backend) *backen
 		e.cla = buildLoadAssignment(b.Cluster, b.Endpoints)
 	}
 	if old != nil && old.ir.Namespace == b.Namespace && old.ir.Revision == b.Revision {
-		e.headers = old.headers
+		e.headers, e.ns = old.headers, old.ns // e takes over old's reference
 	} else {
-		e.headers = splitHeaders(b.Namespace, b.Revision)
+		e.ns = t.pools.namespaces.acquire(&b.Namespace, func() *corev3.HeaderValueOption {
+			return overwriteHeader(routing.NamespaceHeader, b.Namespace)
+		})
+		// splitHeaders' list, with the namespace's header shared.
+		e.headers = []*corev3.HeaderValueOption{overwriteHeader(routing.RevisionHeader, b.Revision), e.ns.val}
+		if old != nil {
+			t.dropBackend(old)
+		}
 	}
 	return e
+}
+
+// dropBackend gives back what a backend entry that is gone or replaced holds in the pools.
+func (t *Translator) dropBackend(e *backendEntry) {
+	if e.ns != nil {
+		t.pools.namespaces.release(e.ns)
+		e.ns = nil // a second drop must not count twice
+	}
+}
+
+// dropHost is dropBackend for a host entry.
+func (t *Translator) dropHost(e *hostEntry) {
+	if e.routes != nil {
+		t.releaseRoutes(e.routes)
+		e.routes = nil
+	}
 }
 
 // headers returns a split's request headers, shared with its backend's when they agree (they
@@ -353,13 +388,18 @@ func (t *Translator) headers(s *routing.Split) []*corev3.HeaderValueOption {
 }
 
 func (t *Translator) buildHost(old *hostEntry, vh *routing.VirtualHost) *hostEntry {
-	e := &hostEntry{ir: cloneVirtualHost(vh), vhost: buildVirtualHost(vh, t.headers)}
+	// Acquired before old is dropped, so that routes they share are not rebuilt.
+	e := &hostEntry{ir: *vh, routes: t.routes(vh.Routes)}
+	e.vhost = buildVirtualHost(vh.Name, e.routes.val.protos)
 	e.grpcRC = buildRouteConfiguration(vh.Name, []*routev3.VirtualHost{e.vhost})
 	// The API listener depends on the host name alone, which is part of the key.
 	if old != nil {
 		e.listener = old.listener
 	} else {
 		e.listener = buildAPIListener(vh.Name)
+	}
+	if old != nil {
+		t.dropHost(old)
 	}
 	return e
 }

@@ -91,7 +91,7 @@ type Server struct {
 
 	updateMu sync.Mutex // serialises Update: it is the only writer of cacheState.entries
 
-	mu  sync.RWMutex // guards cacheState.entries/byVersion and seq
+	mu  sync.RWMutex // guards cacheState.entries and seq
 	seq uint64       // bumped by every Update that changes something
 
 	nodes *tracker
@@ -135,16 +135,14 @@ type cacheState struct {
 	kinds   []NodeKind // node kinds served from this cache
 	cache   *cache.LinearCache
 
-	entries   map[string]*entry
-	byVersion map[string]string // version → name: versions are content hashes, and names are in the content
-	enc       vhostEncoder      // encodings of large route configurations' virtual hosts; written under updateMu
+	entries map[string]*entry
+	enc     vhostEncoder // encodings of large route configurations' virtual hosts; written under updateMu
 }
 
+// entry is kept per resource (80k and more at 10,000 services), so it holds
+// only what is read after the update that set it.
 type entry struct {
-	res types.Resource
-	// wire, when set, is what the LinearCache gets instead of res: equal
-	// content, cheaper to encode (see vhostEncoder).
-	wire    types.Resource
+	res     types.Resource
 	version string
 	seq     uint64 // Server.seq when this content was set; orders versions of one resource
 }
@@ -175,12 +173,11 @@ func NewServer(ctx context.Context, opts Options) (*Server, error) {
 	glog := gcpLogger{logger}
 	add := func(key cacheKey, typeURL string, kinds ...NodeKind) {
 		s.caches[key] = &cacheState{
-			key:       key,
-			typeURL:   typeURL,
-			kinds:     kinds,
-			cache:     cache.NewLinearCache(typeURL, cache.WithVersionPrefix(prefix), cache.WithLogger(glog)),
-			entries:   make(map[string]*entry),
-			byVersion: make(map[string]string),
+			key:     key,
+			typeURL: typeURL,
+			kinds:   kinds,
+			cache:   cache.NewLinearCache(typeURL, cache.WithVersionPrefix(prefix), cache.WithLogger(glog)),
+			entries: make(map[string]*entry),
 		}
 	}
 	add(keyClusters, resource.ClusterType, NodeKinds...)
@@ -324,14 +321,9 @@ func (s *Server) update(res *Resources, ch *Changes) (UpdateStats, error) {
 			c.cs.entries[name] = &entry{res: r, version: old.version, seq: old.seq}
 		}
 		for name, e := range c.put {
-			if old := c.cs.entries[name]; old != nil {
-				delete(c.cs.byVersion, old.version)
-			}
 			c.cs.entries[name] = e
-			c.cs.byVersion[e.version] = name
 		}
 		for _, name := range c.deleted {
-			delete(c.cs.byVersion, c.cs.entries[name].version)
 			delete(c.cs.entries, name)
 			c.cs.enc.forget(name)
 		}
@@ -346,8 +338,8 @@ func (s *Server) update(res *Resources, ch *Changes) (UpdateStats, error) {
 		put := make(map[string]types.Resource, len(c.put))
 		for name, e := range c.put {
 			put[name] = e.res
-			if e.wire != nil {
-				put[name] = e.wire
+			if w := c.wire[name]; w != nil {
+				put[name] = w
 			}
 		}
 		if err := c.cs.cache.UpdateResources(put, c.deleted); err != nil {
@@ -365,9 +357,12 @@ func (s *Server) update(res *Resources, ch *Changes) (UpdateStats, error) {
 
 // change is the difference between one cache and its desired content.
 type change struct {
-	cs      *cacheState
-	put     map[string]*entry
-	same    map[string]types.Resource // equal content, new pointer: remembered so the next Update skips it by identity
+	cs   *cacheState
+	put  map[string]*entry
+	same map[string]types.Resource // equal content, new pointer: remembered so the next Update skips it by identity
+	// wire is, for some of put, what the LinearCache gets instead of the
+	// resource: equal content, cheaper to encode (see vhostEncoder).
+	wire    map[string]types.Resource
 	deleted []string
 }
 
@@ -468,7 +463,13 @@ func diffOne[T types.Resource](cs *cacheState, c *change, name string, r T, seq 
 	if c.put == nil {
 		c.put = make(map[string]*entry)
 	}
-	c.put[name] = &entry{res: r, wire: wire, version: version, seq: seq}
+	c.put[name] = &entry{res: r, version: version, seq: seq}
+	if wire != nil {
+		if c.wire == nil {
+			c.wire = make(map[string]types.Resource)
+		}
+		c.wire[name] = wire
+	}
 	stats.Changed++
 	stats.Bytes += int64(len(b))
 	return nil

@@ -414,7 +414,9 @@ func (s *Server) ackedVersion(key cacheKey, name, version string) ackedVersion {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if e := s.caches[key].entries[name]; e != nil && e.version == version {
-		return ackedVersion{version: version, seq: e.seq}
+		// The entry's string, not the caller's equal one: every stream keeps
+		// one per resource it was sent, and sharing makes that a pointer.
+		return ackedVersion{version: e.version, seq: e.seq}
 	}
 	return ackedVersion{version: version}
 }

@@ -190,6 +190,21 @@ func tagMatch(tag string) *routev3.RouteMatch {
 	}
 }
 
+// weights are the wrappers of every percent a split can have, shared by all routes.
+var weights = func() (w [101]*wrapperspb.UInt32Value) {
+	for i := range w {
+		w[i] = wrapperspb.UInt32(uint32(i))
+	}
+	return w
+}()
+
+func weight(percent uint32) *wrapperspb.UInt32Value {
+	if int(percent) < len(weights) {
+		return weights[percent]
+	}
+	return wrapperspb.UInt32(percent) // not a percent: never from routing, but still correct
+}
+
 // buildAction is where a route sends requests: its splits and timeout, nothing of its match,
 // so a tag's route on the main host and the tag's own host share one.
 func buildAction(hr *routing.HTTPRoute, headers headersFunc) *routev3.Route_Route {
@@ -209,7 +224,7 @@ func buildAction(hr *routing.HTTPRoute, headers headersFunc) *routev3.Route_Rout
 		s := &hr.Splits[i]
 		wcs[i] = &routev3.WeightedCluster_ClusterWeight{
 			Name:                s.Cluster,
-			Weight:              wrapperspb.UInt32(s.Percent),
+			Weight:              weight(s.Percent),
 			RequestHeadersToAdd: headers(s),
 		}
 	}

@@ -193,6 +193,8 @@ func BenchmarkPipeline(b *testing.B) {
 // BenchmarkRetainedHeap is the live heap the Translator and the xds caches hold after a full
 // translation and push (runtime.ReadMemStats after GC): what the control plane keeps between
 // updates on top of the routing State and Table, which are measured before.
+//
+//	go test -run '^$' -bench 'BenchmarkRetainedHeap' -benchtime 1x ./xds/
 func BenchmarkRetainedHeap(b *testing.B) {
 	for _, shape := range pipelineShapes {
 		for _, n := range pipelineSizes {
@@ -201,19 +203,7 @@ func BenchmarkRetainedHeap(b *testing.B) {
 				tab := routing.BuildTable(st, src, routing.Config{})
 				var translator, caches uint64
 				for b.Loop() {
-					base := liveHeap()
-					tr := envoy.NewTranslator(envoy.Options{})
-					res := tr.Translate(tab)
-					afterTr := liveHeap()
-					srv := quietServer(b)
-					if _, err := srv.Update((*Resources)(res)); err != nil {
-						b.Fatal(err)
-					}
-					res = nil
-					afterSrv := liveHeap()
-					runtime.KeepAlive(tr)
-					runtime.KeepAlive(srv)
-					translator, caches = afterTr-min(base, afterTr), afterSrv-min(afterTr, afterSrv)
+					translator, caches = retainedHeap(b, tab)
 				}
 				b.ReportMetric(float64(translator)/(1<<20), "translator-MB")
 				b.ReportMetric(float64(caches)/(1<<20), "xds-MB")
@@ -221,6 +211,39 @@ func BenchmarkRetainedHeap(b *testing.B) {
 			})
 		}
 	}
+	// Issue 2's size in one line: the total of each shape at 10,000 services.
+	b.Run("shapes=both/services=10000", func(b *testing.B) {
+		totals := make([]uint64, len(pipelineShapes))
+		for b.Loop() {
+			for i, shape := range pipelineShapes {
+				st, src := pipelineState(b, 10_000, shape.tags)
+				translator, caches := retainedHeap(b, routing.BuildTable(st, src, routing.Config{}))
+				totals[i] = translator + caches
+			}
+		}
+		for i, shape := range pipelineShapes {
+			b.ReportMetric(float64(totals[i])/(1<<20), shape.name+"-total-MB")
+		}
+	})
+}
+
+// retainedHeap translates tab with a new Translator and pushes it to a new Server, and returns
+// the live heap each of them holds afterwards.
+func retainedHeap(b *testing.B, tab *routing.Table) (translator, caches uint64) {
+	b.Helper()
+	base := liveHeap()
+	tr := envoy.NewTranslator(envoy.Options{})
+	res := tr.Translate(tab)
+	afterTr := liveHeap()
+	srv := quietServer(b)
+	if _, err := srv.Update((*Resources)(res)); err != nil {
+		b.Fatal(err)
+	}
+	res = nil
+	afterSrv := liveHeap()
+	runtime.KeepAlive(tr)
+	runtime.KeepAlive(srv)
+	return afterTr - min(base, afterTr), afterSrv - min(afterTr, afterSrv)
 }
 
 func liveHeap() uint64 {

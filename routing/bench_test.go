@@ -152,6 +152,38 @@ func BenchmarkReconcileScoped(b *testing.B) {
 	}
 }
 
+// downSource is src with one revision down.
+type downSource struct {
+	EndpointSource
+	rev string
+}
+
+func (d downSource) Instances(rev *v1.Revision) Instances {
+	if rev.Name == d.rev {
+		return Instances{Reason: "Down", Message: "bench: down"}
+	}
+	return d.EndpointSource.Instances(rev)
+}
+
+// BenchmarkReconcileScopedRevision reconciles what one Revision going down affects: itself, its
+// Configuration, the Route serving it and their Service.
+func BenchmarkReconcileScopedRevision(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			st, src := benchState(b, n)
+			down := downSource{src, "svc-7-v1"}
+			changed := []Ref{{Kind: v1.KindRevision, Key: Key{"default", "svc-7-v1"}}}
+			now := t0.Add(time.Minute)
+			b.ResetTimer()
+			for b.Loop() {
+				if out := ReconcileScoped(st, down, Config{}, now, changed); len(out) == 0 {
+					b.Fatal("nothing changed")
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkTableBuilderTraffic rebuilds the Table after one Service's traffic changed, going
 // back and forth between the two States so that every build has a change to make.
 func BenchmarkTableBuilderTraffic(b *testing.B) {

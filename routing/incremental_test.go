@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -217,6 +218,7 @@ func (w *world) step(i int) {
 		changed = append(changed, RefOf(o))
 	}
 	w.st = st
+	checkIndex(t, i, st)
 
 	tab := w.builder.Build(st, w.src, changed)
 	want := BuildTable(st, w.src, worldCfg)
@@ -227,6 +229,33 @@ func (w *world) step(i int) {
 	}
 	checkReused(t, i, w.last, tab)
 	w.last = tab
+}
+
+// checkIndex checks that the index With maintained step by step is the one built from scratch
+// from st's maps: ReconcileScoped trusts it to name every affected object.
+func checkIndex(t *testing.T, step int, st *State) {
+	t.Helper()
+	got := st.idx.Load()
+	if got == nil {
+		t.Fatalf("step %d: With did not carry the index over", step)
+	}
+	want := buildIndex(st)
+	names := [numIndexes]string{"revsByCfg", "routesByCfg", "routesByRev", "cfgsByLatest"}
+	for which := range numIndexes {
+		g, w := got.at(which), want.at(which)
+		for i := range indexShards {
+			// A shard With emptied is an empty map, one never written is nil: the same.
+			if len(g.shards[i]) != len(w.shards[i]) {
+				t.Fatalf("step %d: %s shard %d: %d keys incrementally, %d rebuilt:\n%v\n%v",
+					step, names[which], i, len(g.shards[i]), len(w.shards[i]), g.shards[i], w.shards[i])
+			}
+			for k, vs := range w.shards[i] {
+				if gv, ok := g.shards[i][k]; !ok || !slices.Equal(gv, vs) {
+					t.Fatalf("step %d: %s[%s]: %v incrementally, %v rebuilt", step, names[which], k, gv, vs)
+				}
+			}
+		}
+	}
 }
 
 func describeAll(t *testing.T, objs []v1.Object) string {
@@ -276,6 +305,16 @@ func TestIncrementalMatchesFull(t *testing.T) {
 			for i := range 60 {
 				w.step(i)
 			}
+			// A State filled in directly is indexed when first used, and what With derives from
+			// it is indexed as if it had been built by With all along.
+			lit := &State{Services: maps.Clone(w.st.Services), Configurations: maps.Clone(w.st.Configurations),
+				Routes: maps.Clone(w.st.Routes), Revisions: maps.Clone(w.st.Revisions)}
+			var del Change
+			for _, k := range sortedKeys(lit.Routes) {
+				del.Delete = append(del.Delete, Ref{Kind: v1.KindRoute, Key: k})
+				break
+			}
+			checkIndex(t, -1, lit.With(del))
 			// A full build from the memo (changed nil) is the same Table too.
 			if got, want := w.builder.Build(w.st, w.src, nil), BuildTable(w.st, w.src, worldCfg); !reflect.DeepEqual(got, want) {
 				t.Fatal("Build(nil) differs from BuildTable")

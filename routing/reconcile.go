@@ -75,20 +75,20 @@ func Reconcile(st *State, src EndpointSource, cfg Config, now time.Time) []v1.Ob
 //
 // and then every Route whose spec follows the latest revision of an affected Configuration, or
 // whose spec or status names an affected Revision, and the Services owning an affected
-// Configuration or Route. Finding them scans the Revisions and the Routes once each, with no
-// allocation per object: cheaper than keeping indexes up to date on every State.
+// Configuration or Route. They are found through st's indexes (see index.go), so the cost is
+// that of the affected set, not of st.
 func ReconcileScoped(st *State, src EndpointSource, cfg Config, now time.Time, changed []Ref) []v1.Object {
 	if len(changed) == 0 {
 		return nil
 	}
 	r := newReconciler(st, src, cfg, now)
+	ix := st.index()
 	var (
 		revSeed    = map[Key]bool{}
 		cfgs       = map[Key]bool{}
 		directCfgs = map[Key]bool{} // configurations whose revisions are all reconciled
 		routes     = map[Key]bool{}
 		svcs       = map[Key]bool{}
-		goneRevs   = map[Key]bool{}
 	)
 	for _, ref := range changed {
 		switch ref.Kind {
@@ -107,41 +107,27 @@ func ReconcileScoped(st *State, src EndpointSource, cfg Config, now time.Time, c
 					cfgs[Key{Namespace: ref.Namespace, Name: c}] = true
 				}
 			} else {
-				goneRevs[ref.Key] = true
-			}
-		}
-	}
-	if len(goneRevs) > 0 {
-		// A deleted revision's labels are gone with it; the configurations it mattered to name it.
-		for k, c := range st.Configurations {
-			if goneRevs[Key{Namespace: k.Namespace, Name: c.Status.LatestCreatedRevisionName}] ||
-				goneRevs[Key{Namespace: k.Namespace, Name: c.Status.LatestReadyRevisionName}] {
-				cfgs[k] = true
+				// A deleted revision's labels are gone with it; the configurations it mattered
+				// to name it.
+				for _, ck := range ix.cfgsByLatest.get(ref.Key) {
+					cfgs[ck] = true
+				}
 			}
 		}
 	}
 
-	// One pass over the revisions: the affected ones, and the revisions of each affected
-	// configuration (all of them count towards its latest created and ready).
+	// The affected revisions: those changed, and every revision of a configuration that
+	// changed itself (all of a configuration's revisions count towards its latest created and
+	// ready, read from the index when reconciling it).
 	var revs []Key
-	members := map[Key][]Key{}
 	for k := range revSeed {
 		if st.Revisions[k] != nil {
 			revs = append(revs, k)
 		}
 	}
-	if len(cfgs) > 0 {
-		for k, rev := range st.Revisions {
-			c := rev.Labels[v1.LabelConfiguration]
-			if c == "" {
-				continue
-			}
-			ck := Key{Namespace: k.Namespace, Name: c}
-			if !cfgs[ck] {
-				continue
-			}
-			members[ck] = append(members[ck], k)
-			if directCfgs[ck] && !revSeed[k] {
+	for ck := range directCfgs {
+		for _, k := range ix.revsByCfg.get(ck) {
+			if !revSeed[k] {
 				revs = append(revs, k)
 			}
 		}
@@ -153,16 +139,15 @@ func ReconcileScoped(st *State, src EndpointSource, cfg Config, now time.Time, c
 		r.revision(k, st.Revisions[k])
 	}
 
-	// One pass over the routes: those following an affected configuration or naming an
-	// affected revision.
-	if len(cfgs) > 0 || len(affectedRev) > 0 {
-		for k, rt := range st.Routes {
-			if routes[k] {
-				continue
-			}
-			if refersTo(rt, cfgs, affectedRev) {
-				routes[k] = true
-			}
+	// The routes following an affected configuration or naming an affected revision.
+	for ck := range cfgs {
+		for _, k := range ix.routesByCfg.get(ck) {
+			routes[k] = true
+		}
+	}
+	for rk := range affectedRev {
+		for _, k := range ix.routesByRev.get(rk) {
+			routes[k] = true
 		}
 	}
 
@@ -172,7 +157,7 @@ func ReconcileScoped(st *State, src EndpointSource, cfg Config, now time.Time, c
 			continue
 		}
 		var l latestRevisions
-		for _, rk := range members[k] {
+		for _, rk := range ix.revsByCfg.get(k) {
 			l.add(r.rev(rk))
 		}
 		r.configuration(k, c, l)
@@ -190,33 +175,6 @@ func ReconcileScoped(st *State, src EndpointSource, cfg Config, now time.Time, c
 		}
 	}
 	return r.out
-}
-
-// refersTo reports whether a route's spec follows the latest revision of one of cfgs, or its
-// spec or served status names one of revs.
-func refersTo(rt *v1.Route, cfgs, revs map[Key]bool) bool {
-	ns := rt.Namespace
-	for _, t := range rt.Spec.Traffic {
-		if t.RevisionName != "" {
-			if revs[Key{Namespace: ns, Name: t.RevisionName}] {
-				return true
-			}
-			continue
-		}
-		c := t.ConfigurationName
-		if c == "" {
-			c = rt.Name
-		}
-		if cfgs[Key{Namespace: ns, Name: c}] {
-			return true
-		}
-	}
-	for _, t := range rt.Status.Traffic {
-		if revs[Key{Namespace: ns, Name: t.RevisionName}] {
-			return true
-		}
-	}
-	return false
 }
 
 type reconciler struct {
@@ -594,4 +552,12 @@ func readyCondition(cs []v1.Condition) v1.Condition {
 
 func isReady(cs []v1.Condition) bool {
 	return readyCondition(cs).Status == corev1.ConditionTrue
+}
+
+// RevisionStatusCurrent reports whether rev's stored status already says what inst says, so
+// reconciling rev would change nothing. A revision that scales without becoming ready or unready
+// is the common case by far: its new endpoints then only need a new table, not a reconcile.
+func RevisionStatusCurrent(rev *v1.Revision, inst Instances) bool {
+	_, same := conditions(rev.Status.Conditions, metav1.Time{}, cond(v1.ConditionReady, inst.Ready, inst.Reason, inst.Message))
+	return same && rev.Status.ObservedGeneration == rev.Generation
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	v1 "github.com/sluice-dev/sluice/routing/v1"
@@ -34,11 +35,18 @@ func RefOf(o v1.Object) Ref { return Ref{Kind: v1.KindOf(o), Key: KeyOf(o)} }
 
 // State is every object sluice knows. Objects are never mutated once in a State: a change
 // replaces them, so a State can be shared with readers without locks.
+//
+// A State's maps may be filled in directly until it is first used (With and ReconcileScoped
+// read indexes of them, built on first use, see index.go), and are never written after.
 type State struct {
 	Services       map[Key]*v1.Service
 	Configurations map[Key]*v1.Configuration
 	Routes         map[Key]*v1.Route
 	Revisions      map[Key]*v1.Revision
+
+	// idx indexes the maps. With always sets it; a State made otherwise (NewState, Clone, a
+	// literal) builds it when first needed.
+	idx atomic.Pointer[stateIndex]
 }
 
 // NewState returns an empty State.
@@ -51,7 +59,8 @@ func NewState() *State {
 	}
 }
 
-// Clone copies the maps (not the objects, which are immutable).
+// Clone copies the maps (not the objects, which are immutable). The copy may be written to
+// before it is used, so its index is built afresh when first needed.
 func (s *State) Clone() *State {
 	return &State{
 		Services:       cloneMap(s.Services),
@@ -82,9 +91,18 @@ func (c Change) Empty() bool { return len(c.Put) == 0 && len(c.Delete) == 0 }
 
 // With returns a new State with c applied; s is untouched. Deletes are applied before puts.
 // Only the maps of the kinds c touches are copied; the others are shared with s, which is safe
-// because a State's maps are never written once it is built.
+// because a State's maps are never written once it is built. The new State's index is s's with
+// only what c touches copied and updated, so With costs in proportion to c, not to s.
 func (s *State) With(c Change) *State {
 	out := &State{Services: s.Services, Configurations: s.Configurations, Routes: s.Routes, Revisions: s.Revisions}
+	// The result is always indexed, so that a published State is never indexed by its readers.
+	// A bulk change (loading a store, a first reconcile) is indexed from scratch afterwards:
+	// cheaper than step by step, and than indexing s first if it is not (one filled in directly).
+	var ed *indexEditor
+	if n := len(c.Put) + len(c.Delete); n <= bulkChange ||
+		(s.idx.Load() != nil && 2*n < len(s.Services)+len(s.Configurations)+len(s.Routes)+len(s.Revisions)) {
+		ed = newIndexEditor(s.index())
+	}
 	var copied [4]bool
 	own := func(kind string) {
 		switch kind {
@@ -108,10 +126,16 @@ func (s *State) With(c Change) *State {
 	}
 	for _, r := range c.Delete {
 		own(r.Kind)
+		if ed != nil {
+			ed.replace(r.Key, out.Get(r), nil)
+		}
 		out.remove(r)
 	}
 	for _, o := range c.Put {
 		own(v1.KindOf(o))
+		if ed != nil {
+			ed.replace(KeyOf(o), out.Get(RefOf(o)), o)
+		}
 		out.put(o)
 	}
 	// A State built as a literal may lack maps; readers expect them all.
@@ -127,8 +151,16 @@ func (s *State) With(c Change) *State {
 	if out.Revisions == nil {
 		out.Revisions = map[Key]*v1.Revision{}
 	}
+	if ed != nil {
+		out.idx.Store(ed.ix)
+	} else {
+		out.idx.Store(buildIndex(out))
+	}
 	return out
 }
+
+// bulkChange is the size of a Change past which With may index its result from scratch.
+const bulkChange = 256
 
 // Get returns the object a Ref names, or nil.
 func (s *State) Get(r Ref) v1.Object {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +53,9 @@ func (s *server) addControlPlane(ctx context.Context) error {
 	})
 	s.api.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.api.Handle("GET /debug/xds", srv.DebugHandler())
+	// Go's profiler, for "why is it slow / big" at a user's site; behind the API's token like the rest.
+	s.api.Handle("GET /debug/pprof/", http.HandlerFunc(pprof.Index))
+	s.api.Handle("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
 	s.add("xds", func(ctx context.Context) error { return serveGRPC(ctx, g, ln) })
 	s.add("controlplane", loop.Run)
 	s.log.Info("xDS serving", "addr", ln.Addr().String(), "envoyExternal", s.opts.externalAddr, "envoyInternal", s.opts.internalAddr)

@@ -104,25 +104,33 @@ func (l *Loop) Run(ctx context.Context) error {
 func (l *Loop) Sync() error {
 	start := time.Now()
 	changed, all := l.store.TakeChanged()
-	for _, k := range l.eps.Changed() {
-		changed = append(changed, routing.Ref{Kind: v1.KindRevision, Key: k})
-	}
 	full := all || !l.synced
 	// A failed pass is redone in full: what it took from the journal is lost with it.
 	l.synced = false
 
 	st := l.store.State()
+	// Revisions whose instances changed need a new table; they need reconciling only when their
+	// readiness changed too. Scaling is the common case, and reconciling scans every revision
+	// and route of the State.
+	reconcile := changed[:len(changed):len(changed)] // capped: appends to either must not write into the other
+	for _, k := range l.eps.Changed() {
+		ref := routing.Ref{Kind: v1.KindRevision, Key: k}
+		changed = append(changed, ref)
+		if rev := st.Revisions[k]; rev == nil || !routing.RevisionStatusCurrent(rev, l.eps.Instances(rev)) {
+			reconcile = append(reconcile, ref)
+		}
+	}
 	var updates []v1.Object
 	if full {
 		updates = routing.Reconcile(st, l.eps, l.opts.Routing, l.opts.Now())
 	} else {
-		updates = routing.ReconcileScoped(st, l.eps, l.opts.Routing, l.opts.Now(), changed)
+		updates = routing.ReconcileScoped(st, l.eps, l.opts.Routing, l.opts.Now(), reconcile)
 	}
 	if len(updates) > 0 {
-		if err := l.store.UpdateStatus(updates); err != nil {
-			return fmt.Errorf("write statuses: %w", err)
-		}
-		st = l.store.State()
+		// The table is built from the new statuses before they are stored: a status is derived
+		// (the next Reconcile recomputes it), so pushing first takes the disk write off the path
+		// from a change to the gateways.
+		st = st.With(routing.Change{Put: updates})
 		for _, o := range updates {
 			changed = append(changed, routing.RefOf(o))
 		}
@@ -138,6 +146,11 @@ func (l *Loop) Sync() error {
 	stats, err := l.xds.UpdateChanged((*xds.Resources)(res), xds.Changes(l.tr.LastChanges()))
 	if err != nil {
 		return fmt.Errorf("push xDS: %w", err)
+	}
+	if len(updates) > 0 {
+		if err := l.store.UpdateStatus(updates); err != nil {
+			return fmt.Errorf("write statuses: %w", err)
+		}
 	}
 	l.synced = true
 	s := SyncStats{StatusUpdates: len(updates), Hosts: len(tab.Hosts), Backends: len(tab.Backends), XDS: stats, Took: time.Since(start)}

@@ -35,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -270,7 +271,30 @@ func (s *Server) UpdateChanged(res *Resources, ch Changes) (UpdateStats, error) 
 	if ch.Full {
 		return s.update(res, nil)
 	}
-	return s.update(res, &ch)
+	// The route configurations of Envoy's listeners hold every host: encoding and hashing them
+	// costs more than all else a change touches, and gRPC clients need none of them. They go
+	// in a second push, after everything else has been sent; for Envoy that is make-before-break
+	// anyway (clusters and endpoints before the routes that use them).
+	early, late := ch, []string(nil)
+	for i, name := range ch.Routes {
+		if _, gateway := res.Listeners[name]; gateway {
+			if late == nil {
+				early.Routes = slices.Clone(ch.Routes[:i])
+			}
+			late = append(late, name)
+		} else if late != nil {
+			early.Routes = append(early.Routes, name)
+		}
+	}
+	stats, err := s.update(res, &early)
+	if err != nil || len(late) == 0 {
+		return stats, err
+	}
+	more, err := s.update(res, &Changes{Routes: late})
+	stats.Changed += more.Changed
+	stats.Deleted += more.Deleted
+	stats.Bytes += more.Bytes
+	return stats, err
 }
 
 // update diffs res against the caches (only the names in ch unless ch is nil),

@@ -151,29 +151,53 @@ func (a *admission) service(svc *v1.Service) error {
 		svc.Status = old.Status
 	}
 
+	// The derived objects share svc's spec, annotations and each other's labels and owner
+	// references rather than copying them: objects in a State are never mutated (a change
+	// replaces them, and a map or slice that must differ is copied first), so sharing is safe,
+	// and at 10,000 services the copies were most of the State's memory. svc itself is this
+	// call's own copy of the input (see Apply), so nothing the caller holds is shared.
 	labels := withLabels(svc.Labels, map[string]string{v1.LabelService: svc.Name})
+	owners := []metav1.OwnerReference{ownerRef(v1.KindService, svc.Name)}
 	cfg := &v1.Configuration{
+		TypeMeta: metav1.TypeMeta{APIVersion: v1.APIVersion, Kind: v1.KindConfiguration},
 		ObjectMeta: metav1.ObjectMeta{
-			Name: svc.Name, Namespace: svc.Namespace, Labels: labels, Annotations: copyMap(svc.Annotations),
-			OwnerReferences: []metav1.OwnerReference{ownerRef(v1.KindService, svc.Name)},
+			Name: svc.Name, Namespace: svc.Namespace, Labels: labels, Annotations: svc.Annotations,
+			OwnerReferences: owners,
 		},
 		Spec: svc.Spec.ConfigurationSpec,
 	}
-	route := &v1.Route{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: svc.Name, Namespace: svc.Namespace, Labels: copyMap(labels), Annotations: copyMap(svc.Annotations),
-			OwnerReferences: []metav1.OwnerReference{ownerRef(v1.KindService, svc.Name)},
-		},
-		Spec: svc.Spec.RouteSpec,
-	}
-	// The derived objects share nothing with svc, which goes into the State as it is.
-	cfg, route = v1.Clone(cfg), v1.Clone(route)
 	if err := a.configuration(cfg, svc); err != nil {
 		return err
+	}
+	// When the Configuration is unchanged the stored one stays: the Route takes its maps and
+	// owner references when equal, so the two keep sharing them.
+	if c := a.cfgAt(k); c != cfg {
+		if sameMap(c.Labels, labels) {
+			labels = c.Labels
+		}
+		if sameMap(c.Annotations, svc.Annotations) {
+			svc.Annotations = c.Annotations
+		}
+		if sameJSON(c.OwnerReferences, owners) {
+			owners = c.OwnerReferences
+		}
+	}
+	route := &v1.Route{
+		TypeMeta: metav1.TypeMeta{APIVersion: v1.APIVersion, Kind: v1.KindRoute},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: svc.Name, Namespace: svc.Namespace, Labels: labels, Annotations: svc.Annotations,
+			OwnerReferences: owners,
+		},
+		Spec: svc.Spec.RouteSpec,
 	}
 	if err := a.route(route, svc); err != nil {
 		return err
 	}
+	// When the Configuration or Route is unchanged, the one already stored stays, with a spec
+	// equal (as stored, in JSON) to svc's: svc then takes that one, so a Service re-applied with
+	// only its traffic changed still shares its template with its Configuration and Revision.
+	svc.Spec.ConfigurationSpec = a.cfgAt(k).Spec
+	svc.Spec.RouteSpec = a.routeAt(k).Spec
 	if changed {
 		a.put(svc)
 	}
@@ -264,14 +288,17 @@ func (a *admission) stampRevision(cfg *v1.Configuration, svc *v1.Service) error 
 	if svc != nil {
 		labels[v1.LabelService] = svc.Name
 	}
-	rev := v1.Clone(&v1.Revision{
+	// The revision shares its spec and annotations with the template it is made from (see
+	// service: nothing in a State is mutated); only its labels are its own.
+	rev := &v1.Revision{
+		TypeMeta: metav1.TypeMeta{APIVersion: v1.APIVersion, Kind: v1.KindRevision},
 		ObjectMeta: metav1.ObjectMeta{
-			Name: name, Namespace: cfg.Namespace, Labels: labels, Annotations: copyMap(t.Annotations),
+			Name: name, Namespace: cfg.Namespace, Labels: labels, Annotations: t.Annotations,
 			OwnerReferences: []metav1.OwnerReference{ownerRef(v1.KindConfiguration, cfg.Name)},
 			Generation:      1, CreationTimestamp: a.now,
 		},
 		Spec: t.Spec,
-	})
+	}
 	what := v1.Describe(cfg)
 	if svc != nil {
 		what = v1.Describe(svc)
@@ -292,9 +319,10 @@ func (a *admission) stampRevision(cfg *v1.Configuration, svc *v1.Service) error 
 	}
 	// The template went back to an existing revision under its own name (a rollback by
 	// re-applying an older file): the revision becomes the newest created again.
-	again := v1.Clone(existing)
-	again.Labels[v1.LabelConfigurationGeneration] = strconv.FormatInt(gen, 10)
-	a.put(again)
+	// existing is in a State and so immutable: copy it, and copy its labels before changing one.
+	again := *existing
+	again.Labels = withLabels(existing.Labels, map[string]string{v1.LabelConfigurationGeneration: strconv.FormatInt(gen, 10)})
+	a.put(&again)
 	return nil
 }
 

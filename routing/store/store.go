@@ -146,6 +146,12 @@ func (s *Store) load() (*routing.State, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Each object was decoded on its own; make equal parts one (see sharer), as a State built
+	// by applies would have them.
+	sh := newSharer(true)
+	for _, o := range objs {
+		sh.object(o)
+	}
 	return routing.NewState().With(routing.Change{Put: objs}), nil
 }
 
@@ -204,6 +210,12 @@ func (s *Store) Apply(objs []v1.Object, dryRun bool) (Result, error) {
 	if dryRun {
 		return res, nil
 	}
+	// Admission already shares a Service's parts with what it derives; this also shares what
+	// equal objects of this call hold (the same image and env across services, say).
+	sh := newSharer(false)
+	for _, o := range change.Put {
+		sh.object(o)
+	}
 	if err := s.commit(cur, change); err != nil {
 		return Result{}, err
 	}
@@ -253,6 +265,11 @@ func (s *Store) UpdateStatus(objs []v1.Object) error {
 	change, err := effective(cur, change)
 	if err != nil {
 		return err
+	}
+	// Statuses written together mostly say the same (Ready since now): store those once.
+	sh := newSharer(false)
+	for _, o := range change.Put {
+		sh.statusOf(o)
 	}
 	// The loop that computes statuses is the only caller and already acts on what it wrote, so a
 	// status write is neither journaled nor signalled: that would only make it redo its own pass.

@@ -34,7 +34,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -63,34 +62,6 @@ const (
 	benchWait = 3 * time.Minute
 )
 
-// needBenchBinaries is needBinaries for benchmarks.
-func needBenchBinaries(b *testing.B) {
-	b.Helper()
-	if testing.Short() {
-		b.Skip("e2e: skipped in -short mode (needs the sluice binary)")
-	}
-	if binaries.sluiceErr != nil {
-		b.Fatalf("e2e: sluice did not build: %v", binaries.sluiceErr)
-	}
-}
-
-func benchPort(b *testing.B) int {
-	b.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatalf("free port: %v", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if _, taken := usedPorts.LoadOrStore(port, true); !taken {
-			return port
-		}
-	}
-	b.Fatal("free port: no unused port after 100 tries")
-	return 0
-}
-
 // benchSluice is `sluice serve` with a data dir and ports kept across restarts. (The harness's
 // sluiceServer takes a *testing.T, so benchmarks have their own.)
 type benchSluice struct {
@@ -104,9 +75,9 @@ type benchSluice struct {
 
 func newBenchSluice(b *testing.B) *benchSluice {
 	b.Helper()
-	needBenchBinaries(b)
+	needBinaries(b)
 	s := &benchSluice{b: b, dataDir: filepath.Join(b.TempDir(), "data"),
-		xdsAddr: loopback(benchPort(b)), apiAddr: loopback(benchPort(b))}
+		xdsAddr: loopback(freePort(b)), apiAddr: loopback(freePort(b))}
 	b.Cleanup(func() {
 		s.stop()
 		if b.Failed() {

@@ -135,7 +135,7 @@ func (p *proc) exitState() string {
 var usedPorts sync.Map
 
 // freePort returns a loopback TCP port that was free a moment ago and not handed out before.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	for range 100 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")

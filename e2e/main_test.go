@@ -74,7 +74,7 @@ func buildBinaries(dir string) error {
 
 // needBinaries skips the test in -short mode, where TestMain builds nothing, and fails it when a
 // binary did not build.
-func needBinaries(t *testing.T) {
+func needBinaries(t testing.TB) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("e2e: skipped in -short mode (needs the sluice and helloworld binaries)")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/apiclient"
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/traffic"
+	"github.com/sluice-dev/sluice/cmd/sluice/internal/watch"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
 )
 
@@ -90,6 +91,10 @@ func newServiceUpdateCmd(g *globals) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			printApply(out, res)
+			if dir := svc.Annotations[watch.AnnotationSource]; dir != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s/%s is managed by the directory %s that sluice serve --watch applies: its next change there puts the file's traffic back; change the file to keep this\n",
+					svc.Namespace, svc.Name, dir)
+			}
 			return printTraffic(out, svc, tt)
 		},
 	}

@@ -118,10 +118,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 
 // sync applies the directory and prunes what left it, logging the outcome in one line.
 func (w *Watcher) sync(dir string, log *slog.Logger) {
-	res, pruned, err := Sync(w.Store, dir)
+	res, err := Sync(w.Store, dir)
+	pruned := res.Pruned
 	if err != nil {
 		log.Error("directory not applied; the last good state keeps serving", "err", err)
 		return
+	}
+	for _, ref := range res.Skipped {
+		log.Warn("not applying a file's object: it was last applied by hand, not from this directory; delete it or apply the file to hand it back",
+			"object", ref.String(), "dir", dir)
 	}
 	written := len(res.Change.Put) + len(res.Change.Delete)
 	if written == 0 && len(pruned) == 0 {
@@ -131,27 +136,36 @@ func (w *Watcher) sync(dir string, log *slog.Logger) {
 	log.Info("directory applied", "objects", len(res.Objects), "written", written, "revisionsCreated", len(res.Revisions), "pruned", len(pruned))
 }
 
+// Report is what one Sync did.
+type Report struct {
+	store.Result
+	// Pruned were applied from dir earlier and are gone from it: deleted.
+	Pruned []routing.Ref
+	// Skipped are in dir but were last applied by hand: left alone.
+	Skipped []routing.Ref
+}
+
 // Sync applies every manifest of dir (an absolute path) as one batch and then deletes the
-// objects an earlier Sync of dir applied that are no longer there. It returns the apply's
-// result and what was pruned.
+// objects an earlier Sync of dir applied that are no longer there. Objects that exist but were
+// not applied from dir are left alone and reported as skipped.
 //
 // The apply is atomic; the pruning after it is one delete per object, each atomic. A failed
 // delete (say, a revision a remaining Route still names) is reported and retried next sync.
-func Sync(st *store.Store, dir string) (store.Result, []routing.Ref, error) {
+func Sync(st *store.Store, dir string) (Report, error) {
 	files, err := manifest.Files(dir)
 	if err != nil {
-		return store.Result{}, nil, err
+		return Report{}, err
 	}
 	var objs []v1.Object
 	sources := manifest.Sources{}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			return store.Result{}, nil, fmt.Errorf("read %s: %w", f, err)
+			return Report{}, fmt.Errorf("read %s: %w", f, err)
 		}
 		got, err := v1.Decode(data, f)
 		if err != nil {
-			return store.Result{}, nil, err
+			return Report{}, err
 		}
 		sources.Add(f, got)
 		for _, o := range got {
@@ -159,9 +173,10 @@ func Sync(st *store.Store, dir string) (store.Result, []routing.Ref, error) {
 		}
 		objs = append(objs, got...)
 	}
+	objs, skipped := withoutForeign(st.State(), objs, dir)
 	res, err := st.Apply(objs, false)
 	if err != nil {
-		return store.Result{}, nil, fmt.Errorf("apply %s: %w", dir, sources.Attribute(err))
+		return Report{}, fmt.Errorf("apply %s: %w", dir, sources.Attribute(err))
 	}
 	keep := make(map[routing.Ref]bool, len(res.Objects))
 	for _, o := range res.Objects {
@@ -179,7 +194,22 @@ func Sync(st *store.Store, dir string) (store.Result, []routing.Ref, error) {
 		}
 		pruned = append(pruned, ref)
 	}
-	return res, pruned, errors.Join(errs...)
+	return Report{Result: res, Pruned: pruned, Skipped: skipped}, errors.Join(errs...)
+}
+
+// withoutForeign drops the objects that exist already but were not applied from dir: someone
+// applied them by hand (or from another directory), and re-applying the file would silently undo
+// that. The directory owns only what it created or what was last applied from it.
+func withoutForeign(st *routing.State, objs []v1.Object, dir string) (own []v1.Object, skipped []routing.Ref) {
+	for _, o := range objs {
+		ref := routing.RefOf(o)
+		if cur := st.Get(ref); cur != nil && cur.GetAnnotations()[AnnotationSource] != dir {
+			skipped = append(skipped, ref)
+			continue
+		}
+		own = append(own, o)
+	}
+	return own, skipped
 }
 
 func mark(o v1.Object, dir string) {

@@ -52,7 +52,7 @@ func TestSync(t *testing.T) {
 	write(t, dir, "a.yaml", service("a", "example.com/a:v1"))
 	write(t, dir, "b.yaml", service("b", "example.com/b:v1"))
 
-	if _, _, err := Sync(st, dir); err != nil {
+	if _, err := Sync(st, dir); err != nil {
 		t.Fatalf("first sync: %v", err)
 	}
 	if st.State().Services[key("a")] == nil || st.State().Services[key("b")] == nil {
@@ -62,7 +62,7 @@ func TestSync(t *testing.T) {
 	// A bad edit keeps the last good state, the good file included.
 	write(t, dir, "a.yaml", service("a", "example.com/a:v2"))
 	write(t, dir, "b.yaml", strings.Replace(service("b", "example.com/b:v2"), "containers:", "containerz:", 1))
-	_, _, err := Sync(st, dir)
+	_, err := Sync(st, dir)
 	if err == nil || !strings.Contains(err.Error(), "b.yaml") || !strings.Contains(err.Error(), "containerz") {
 		t.Fatalf("sync with a bad file: err = %v, want it to name b.yaml and the field", err)
 	}
@@ -78,7 +78,8 @@ func TestSync(t *testing.T) {
 	if _, err := st.Apply(objs, false); err != nil {
 		t.Fatal(err)
 	}
-	_, pruned, err := Sync(st, dir)
+	rep, err := Sync(st, dir)
+	pruned := rep.Pruned
 	if err != nil {
 		t.Fatalf("sync after removing b.yaml: %v", err)
 	}
@@ -151,4 +152,36 @@ func decodeAll(t *testing.T, yaml string) []v1.Object {
 		t.Fatal(err)
 	}
 	return objs
+}
+
+// An object the user applied by hand after the directory did is theirs: the next sync must not
+// silently put the file's version back (README: "the service now belongs to you").
+func TestSyncLeavesHandAppliedObjectsAlone(t *testing.T) {
+	st := openStore(t)
+	dir := t.TempDir()
+	write(t, dir, "a.yaml", service("a", "example.com/a:v1"))
+	if _, err := Sync(st, dir); err != nil {
+		t.Fatal(err)
+	}
+	// By hand, without the directory's annotation: a new image.
+	if _, err := st.Apply(decodeAll(t, service("a", "example.com/a:hand")), false); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Sync(st, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img := st.State().Services[key("a")].Spec.Template.Spec.Containers[0].Image; img != "example.com/a:hand" {
+		t.Errorf("a is %s after a sync; the hand-applied example.com/a:hand was overwritten", img)
+	}
+	if len(rep.Skipped) != 1 || rep.Skipped[0] != (routing.Ref{Kind: "Service", Key: key("a")}) {
+		t.Errorf("skipped = %v, want Service default/a", rep.Skipped)
+	}
+	// Removing the file does not delete what is no longer the directory's.
+	if err := os.Remove(filepath.Join(dir, "a.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := Sync(st, dir); err != nil || len(rep.Pruned) != 0 || st.State().Services[key("a")] == nil {
+		t.Errorf("sync after removing a.yaml: pruned %v, err %v; want the hand-applied service kept", rep.Pruned, err)
+	}
 }

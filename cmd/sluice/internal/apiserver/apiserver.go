@@ -13,8 +13,10 @@ import (
 	"log/slog"
 	"mime"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/api"
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/manifest"
@@ -71,7 +73,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	if s.opts.Token == "" {
-		return next
+		return localOnly(next)
 	}
 	want := []byte("Bearer " + s.opts.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -87,6 +89,41 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// localOnly guards an API without a token, which serve binds to loopback only. Loopback is not
+// enough on its own: any web page the user opens can POST to 127.0.0.1 (a "simple" request needs
+// no preflight), and DNS rebinding lets a page read from it under its own host name. So requests
+// from browsers (they carry Origin) and requests naming a host other than a loopback one are
+// refused; the CLI sends neither.
+func localOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if origin := r.Header.Get("Origin"); origin != "" {
+			writeError(w, http.StatusForbidden, "requests from web pages (Origin "+origin+") are refused by an API without a token; use the sluice CLI, or start sluice serve with --token")
+			return
+		}
+		if !loopbackHost(r.Host) {
+			writeError(w, http.StatusForbidden, "host "+r.Host+" is not a loopback name: an API without a token answers only to localhost, 127.0.0.1 or [::1]")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }
 
 func (s *Server) apply(w http.ResponseWriter, r *http.Request) {

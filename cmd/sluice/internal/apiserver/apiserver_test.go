@@ -231,3 +231,54 @@ func TestHandleAddsBehindToken(t *testing.T) {
 		t.Errorf("added handler with token: %d, want 200", code)
 	}
 }
+
+// Without a token the API is loopback-only, and loopback alone does not stop a web page: a page
+// can POST to 127.0.0.1, and DNS rebinding lets it read under its own host name.
+func TestTokenlessAPIRefusesBrowsersAndForeignHosts(t *testing.T) {
+	srv, st := newServer(t, apiserver.Options{})
+	svc := `apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: hello}
+spec:
+  template:
+    spec:
+      containers: [{image: hello}]
+`
+	tests := []struct {
+		name   string
+		header http.Header
+		host   string
+		want   int
+	}{
+		{"the CLI", nil, "", http.StatusOK},
+		{"localhost by name", nil, "localhost:9090", http.StatusOK},
+		{"a web page's POST", http.Header{"Origin": {"https://attacker.example"}}, "", http.StatusForbidden},
+		{"a rebound host name", nil, "rebind.attacker.example:9090", http.StatusForbidden},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodPost, srv.URL+"/api/v1/apply?dryRun=true", strings.NewReader(svc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "text/plain") // what a page can send without a preflight
+			for k, v := range tc.header {
+				req.Header[k] = v
+			}
+			if tc.host != "" {
+				req.Host = tc.host
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("status %d, want %d", resp.StatusCode, tc.want)
+			}
+		})
+	}
+	if len(st.State().Services) != 0 {
+		t.Errorf("a dry run stored something")
+	}
+}

@@ -58,7 +58,8 @@ SIGINT or SIGTERM stops serve gracefully; a second one stops it at once.`,
   sluice serve --watch ./deploy --domain example.org
 
   # Expose the API to other hosts (clients then need the same token)
-  SLUICE_TOKEN=$(openssl rand -hex 16) sluice serve --api-addr 0.0.0.0:9090`,
+  export SLUICE_TOKEN=$(openssl rand -hex 16)   # give the same token to the CLI on other hosts
+  sluice serve --api-addr 0.0.0.0:9090`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd, o.logLevel)
@@ -76,7 +77,7 @@ SIGINT or SIGTERM stops serve gracefully; a second one stops it at once.`,
 	f.StringVar(&o.watchDir, "watch", "", "directory of manifests to apply whenever it changes")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.externalAddr, "envoy-external-addr", "0.0.0.0:8080", "address Envoy gateways bind the external listener to (public hosts)")
-	f.StringVar(&o.internalAddr, "envoy-internal-addr", "0.0.0.0:8081", "address Envoy gateways bind the internal listener to (cluster-local hosts)")
+	f.StringVar(&o.internalAddr, "envoy-internal-addr", "127.0.0.1:8081", "address Envoy gateways bind the internal listener to (cluster-local hosts); loopback unless you give your private network's address")
 	return cmd
 }
 

@@ -39,6 +39,11 @@ func (s *server) addControlPlane(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen for xDS on %s: %w", s.opts.xdsAddr, err)
 	}
+	if host, _, err := net.SplitHostPort(s.opts.xdsAddr); err == nil && !isLoopback(host) {
+		// xDS has no authentication yet: whoever reaches the port reads every host and backend.
+		s.log.Warn("xDS is served beyond loopback without authentication: every node that can reach it reads all routes and endpoints; restrict it to your gateways' network",
+			"addr", s.opts.xdsAddr)
+	}
 	g := grpc.NewServer(
 		// Envoy's bootstrap pings every 30s on idle streams; let it, rather than closing its
 		// connection with "too many pings".

@@ -114,6 +114,15 @@ func localOnly(next http.Handler) http.Handler {
 	})
 }
 
+// partFileName is the file name the client gave a part, path included: Part.FileName keeps only
+// the base name, and errors must tell services/a.yaml from staging/a.yaml.
+func partFileName(p *multipart.Part) string {
+	if _, params, err := mime.ParseMediaType(p.Header.Get("Content-Disposition")); err == nil && params["filename"] != "" {
+		return params["filename"]
+	}
+	return p.FileName()
+}
+
 func loopbackHost(hostport string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
@@ -187,7 +196,7 @@ func (s *Server) decodeBody(r *http.Request) ([]v1.Object, manifest.Sources, int
 		if err != nil {
 			return nil, nil, bodyStatus(err), bodyError(err, s.opts.MaxBodyBytes)
 		}
-		source := cmp.Or(p.FileName(), fmt.Sprintf("part %d", i))
+		source := cmp.Or(partFileName(p), fmt.Sprintf("part %d", i))
 		data, err := io.ReadAll(p)
 		if err != nil {
 			return nil, nil, bodyStatus(err), bodyError(err, s.opts.MaxBodyBytes)

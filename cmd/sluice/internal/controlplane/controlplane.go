@@ -92,6 +92,9 @@ func (l *Loop) Run(ctx context.Context) error {
 			return nil
 		case <-l.store.Changes():
 		case <-l.eps.Changes():
+		case <-l.xds.WantedChanges():
+			// A gRPC client subscribed to a host (or let go of one): Sync builds (or drops)
+			// its API listener and route configuration. Its watch waits for them meanwhile.
 		}
 		if err := l.Sync(); err != nil {
 			l.log.Error("sync", "err", err)
@@ -137,7 +140,14 @@ func (l *Loop) Sync() error {
 	}
 	if full {
 		changed = nil // the builder's "everything"
+	} else if changed == nil {
+		// Nothing stored changed (a pass for the hosts gRPC clients want): an empty diff, not
+		// the builder's "everything".
+		changed = []routing.Ref{}
 	}
+	// gRPC clients get API listeners and per-host route configurations only for the hosts they
+	// subscribe to; the translator adds the newly wanted ones and removes the rest as changes.
+	l.tr.SetWanted(l.xds.WantedHosts())
 	// Each stage hands the next what it changed, so a pass costs in proportion to the change:
 	// the table's diff names hosts and backends, the translator's names resources, and the xDS
 	// server re-diffs only those. A full pass (changed == nil) diffs everything.

@@ -58,6 +58,16 @@ func TestIncrementalSyncEqualsFullSync(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	srv := newServer(t)
+	// A gRPC-kind client's LDS subscriptions decide which hosts get API listeners and per-host
+	// route configurations; the steps below change them alongside the stored state.
+	lds := ldsDelta(t, serveXDS(t, srv))
+	wants := func(sub, unsub []string, want ...string) func() error {
+		return func() error {
+			lds(sub, unsub)
+			waitWanted(t, srv, want...)
+			return nil
+		}
+	}
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	cfg := routing.Config{Domain: "example.com"}
 	loop := New(st, Static{}, envoy.NewTranslator(envoy.Options{}), srv, Options{Routing: cfg, Now: func() time.Time { return now }})
@@ -67,7 +77,11 @@ func TestIncrementalSyncEqualsFullSync(t *testing.T) {
 		do   func() error
 	}{
 		{"a v1", applyYAML(st, service("a", "a-v1", "127.0.0.1:9001", ""))},
+		{"grpc wants a, and b before it exists", wants([]string{"a.default.example.com", "b.default.example.com"}, nil,
+			"a.default.example.com", "b.default.example.com")},
 		{"b v1", applyYAML(st, service("b", "b-v1", "127.0.0.1:9101", ""))},
+		{"grpc wants a's tag host to be", wants([]string{"blue-a.default.example.com"}, nil,
+			"a.default.example.com", "b.default.example.com", "blue-a.default.example.com")},
 		{"a v2 80/20 tagged", applyYAML(st, service("a", "a-v2", "127.0.0.1:9002",
 			"  traffic:\n  - {revisionName: a-v1, percent: 80, tag: blue}\n  - {revisionName: a-v2, percent: 20, tag: green}\n"))},
 		{"a cut over", applyYAML(st, service("a", "a-v2", "127.0.0.1:9002",
@@ -85,7 +99,11 @@ spec:
     spec:
       containers: [{image: hello}]
 `)},
+		{"grpc wants b cluster-local, not b external", wants([]string{"b.default.svc.cluster.local"}, []string{"b.default.example.com"},
+			"a.default.example.com", "b.default.svc.cluster.local", "blue-a.default.example.com")},
 		{"a untagged", applyYAML(st, service("a", "a-v2", "127.0.0.1:9002", ""))},
+		{"grpc lets go of a", wants(nil, []string{"a.default.example.com"},
+			"b.default.svc.cluster.local", "blue-a.default.example.com")},
 		{"delete b", func() error {
 			_, err := st.Delete(routing.Ref{Kind: v1.KindService, Key: routing.Key{Namespace: "default", Name: "b"}})
 			return err
@@ -100,12 +118,8 @@ spec:
 			t.Fatalf("%s: sync: %v", step.name, err)
 		}
 
-		// The reference: a full pass over the same state with fresh parts.
-		ref := newServer(t)
-		tab := routing.BuildTable(st.State(), routing.StaticEndpoints{}, cfg)
-		if _, err := ref.Update((*xds.Resources)(envoy.NewTranslator(envoy.Options{}).Translate(tab))); err != nil {
-			t.Fatal(err)
-		}
+		// The reference: a full pass over the same state with fresh parts, wanting the same hosts.
+		ref := fullPass(t, srv, routing.BuildTable(st.State(), routing.StaticEndpoints{}, cfg))
 		got, want := versions(srv), versions(ref)
 		if !maps.EqualFunc(got, want, maps.Equal) {
 			t.Fatalf("%s: incremental caches differ from a full pass\n got %v\nwant %v", step.name, got, want)
@@ -189,11 +203,7 @@ func TestSyncFollowsInstanceReadiness(t *testing.T) {
 		if err := loop.Sync(); err != nil {
 			t.Fatalf("%s: %v", step, err)
 		}
-		ref := newServer(t)
-		tab := routing.BuildTable(st.State(), src, cfg)
-		if _, err := ref.Update((*xds.Resources)(envoy.NewTranslator(envoy.Options{}).Translate(tab))); err != nil {
-			t.Fatal(err)
-		}
+		ref := fullPass(t, srv, routing.BuildTable(st.State(), src, cfg))
 		if got, want := versions(srv), versions(ref); !maps.EqualFunc(got, want, maps.Equal) {
 			t.Fatalf("%s: incremental caches differ from a full pass\n got %v\nwant %v", step, got, want)
 		}

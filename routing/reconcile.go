@@ -265,6 +265,15 @@ func (r *reconciler) configuration(k Key, c *v1.Configuration, l latestRevisions
 		readyCond = cond(v1.ConditionReady, false, rc.Reason,
 			fmt.Sprintf("Revision %q is not ready: %s", l.created.Name, rc.Message))
 	}
+	// The latest ready revision never moves back (as in Knative): a revision that was ready stays
+	// the latest ready until a newer one becomes ready, even while it is down, so @latest traffic
+	// waits for it (and the Route says why) instead of silently going to older code. Only a
+	// deleted revision is replaced.
+	if prev := c.Status.LatestReadyRevisionName; prev != "" {
+		if pr := r.rev(Key{Namespace: k.Namespace, Name: prev}); pr != nil && (l.ready == nil || newer(pr, l.ready)) {
+			l.ready = pr
+		}
+	}
 	var fields v1.ConfigurationStatusFields
 	if l.created != nil {
 		fields.LatestCreatedRevisionName = l.created.Name

@@ -59,6 +59,14 @@ func TestTrafficScenarios(t *testing.T) {
 			{v2b, upInstances{"hello-v1": true}, ":hello-v1=100", "True", "", "hello-v1=100"},
 			{v2b, both, ":hello-v2=100", "True", "", "hello-v2=100"},
 		}},
+		{"@latest never moves back to an older revision", []step{
+			{v1a, both, ":hello-v1=100", "True", "", "hello-v1=100"},
+			{v2b, both, ":hello-v2=100", "True", "", "hello-v2=100"},
+			// v2 goes down: Knative keeps it the latest ready (it was ready once), so the Route
+			// reports it and keeps serving v2 rather than silently sending @latest back to v1.
+			{v2b, upInstances{"hello-v1": true}, ":hello-v2=100", "False", ReasonRevisionNotReady, "hello-v2=100"},
+			{v2b, both, ":hello-v2=100", "True", "", "hello-v2=100"},
+		}},
 		{"not-ready revision keeps serving the old traffic", []step{
 			{v1a, both, ":hello-v1=100", "True", "", "hello-v1=100"},
 			{traffic("    - {revisionName: hello-v2, percent: 100}\n"), upInstances{"hello-v1": true},

@@ -54,7 +54,7 @@ func (t *Translator) TranslateDiff(tab *routing.Table, d routing.TableDiff) *Res
 	res := t.own()
 	ch := Changes{}
 	t.changes = ch
-	if len(d.Hosts) == 0 && len(d.Backends) == 0 {
+	if len(d.Hosts) == 0 && len(d.Backends) == 0 && len(t.wantedChanged) == 0 && !t.wantedAll {
 		return res
 	}
 	// Positions in the last Table no longer hold after a patch: Translate falls back to its
@@ -133,10 +133,11 @@ func (t *Translator) TranslateDiff(tab *routing.Table, d routing.TableDiff) *Res
 		grpcNames = append(grpcNames, ref.Name)
 	}
 
-	// gRPC clients see one route configuration and API listener per host name (see grpcHost).
-	for _, name := range dedup(grpcNames) {
-		e := t.grpcHost(name)
-		if e == nil {
+	// gRPC clients see one route configuration and API listener per host name (see grpcHost),
+	// of the hosts they want: those that changed and those whose wantedness changed.
+	for _, name := range t.takeWantedChanges(dedup(grpcNames), res.APIListeners) {
+		rc, l := t.grpcFor(name)
+		if rc == nil {
 			if _, ok := res.Routes[name]; ok {
 				delete(res.Routes, name)
 				ch.Routes = append(ch.Routes, name)
@@ -147,12 +148,12 @@ func (t *Translator) TranslateDiff(tab *routing.Table, d routing.TableDiff) *Res
 			}
 			continue
 		}
-		if res.Routes[name] != e.grpcRC {
-			res.Routes[name] = e.grpcRC
+		if res.Routes[name] != rc {
+			res.Routes[name] = rc
 			ch.Routes = append(ch.Routes, name)
 		}
-		if res.APIListeners[name] != e.listener {
-			res.APIListeners[name] = e.listener
+		if res.APIListeners[name] != l {
+			res.APIListeners[name] = l
 			ch.APIListeners = append(ch.APIListeners, name)
 		}
 	}

@@ -231,9 +231,28 @@ func changeLists(c Changes) map[string][]string {
 	}
 }
 
+// randomWanted is a set of hosts gRPC clients want: nil (every host) now and then, else some
+// of tab's hosts and maybe names that are no host (yet).
+func randomWanted(rng *rand.Rand, tab *routing.Table) map[string]bool {
+	if rng.IntN(6) == 0 {
+		return nil
+	}
+	w := map[string]bool{}
+	for _, h := range tab.Hosts {
+		if rng.IntN(2) == 0 {
+			w[h.Name] = true
+		}
+	}
+	if rng.IntN(3) == 0 {
+		w[fmt.Sprintf("svc%d.default.example.com", rng.IntN(12))] = true
+	}
+	return w
+}
+
 // TestTranslateDiffMatchesFresh drives one Translator through random sequences of Table
-// changes with TranslateDiff (and now and then a full Translate) and checks after every step
-// that (1) every resource equals a fresh translation's, deep proto equality; (2) LastChanges
+// changes and changes of the wanted hosts with TranslateDiff (and now and then a full
+// Translate) and checks after every step that (1) every resource equals a fresh translation's
+// with the same wanted hosts, deep proto equality; (2) LastChanges
 // names exactly the resources whose pointer was added, replaced or removed, since the xds layer
 // looks at nothing else; (3) the maps a Translate returned never change afterwards.
 func TestTranslateDiffMatchesFresh(t *testing.T) {
@@ -243,6 +262,11 @@ func TestTranslateDiffMatchesFresh(t *testing.T) {
 		m := newModel(rng)
 		tr := NewTranslator(Options{})
 		prevTab := m.table()
+		var wanted map[string]bool // nil, every host, is the default
+		if rng.IntN(2) == 0 {
+			wanted = randomWanted(rng, prevTab)
+			tr.SetWanted(wanted)
+		}
 		res := tr.TranslateDiff(prevTab, routing.TableDiff{Full: true})
 		if !tr.LastChanges().Full {
 			t.Fatalf("seed %d: first translation did not report Full", seed)
@@ -250,10 +274,22 @@ func TestTranslateDiffMatchesFresh(t *testing.T) {
 		// A Translate result and a copy of its maps as returned: TranslateDiff must not patch them.
 		fullRes, fullSnap := res, shallowSnapshot(res)
 		for step := range 80 {
-			for range 1 + rng.IntN(2) {
-				m.mutate(rng)
+			// Steps change the Table, the wanted hosts, or both (a gRPC client subscribing is a
+			// pass with nothing stored changed). Setting them twice before a translation counts
+			// as the last setting.
+			mutate := rng.IntN(3) != 0
+			if mutate {
+				for range 1 + rng.IntN(2) {
+					m.mutate(rng)
+				}
 			}
 			tab := m.table()
+			if !mutate || rng.IntN(3) == 0 {
+				for range 1 + rng.IntN(2) {
+					wanted = randomWanted(rng, tab)
+					tr.SetWanted(wanted)
+				}
+			}
 			before := shallowSnapshot(res)
 			full := rng.IntN(15) == 0
 			if full {
@@ -265,6 +301,7 @@ func TestTranslateDiffMatchesFresh(t *testing.T) {
 			}
 			where := fmt.Sprintf("seed %d step %d", seed, step)
 			fresh := NewTranslator(Options{})
+			fresh.SetWanted(wanted)
 			checkSameResources(t, where, res, fresh.Translate(tab))
 			// The pools must hold what a fresh translation's hold: no reference lost or leaked.
 			if got, want := poolSizes(tr), poolSizes(fresh); !equalSizes(got, want) {

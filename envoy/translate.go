@@ -92,6 +92,13 @@ type Translator struct {
 	gateway [2]gatewayRoutes
 	// pools share route protos among equal hosts and headers among revisions (see share.go).
 	pools pools
+	// wanted are the hosts gRPC clients want (SetWanted); nil means every host. Only these get
+	// an API listener and a per-host route configuration.
+	wanted map[string]bool
+	// wantedChanged are the names whose wantedness changed since the last translation, to
+	// add or remove on the next one; wantedAll says every host's may have (from or to nil).
+	wantedChanged []string
+	wantedAll     bool
 }
 
 type hostKey struct {
@@ -104,9 +111,11 @@ type hostEntry struct {
 	pos int // index in hostOrder
 	// ir is the Table's own value: Tables are read-only (routing.TableBuilder's Tables share
 	// their slices with each other), so there is nothing to copy.
-	ir       routing.VirtualHost
-	routes   *shared[[]routing.HTTPRoute, hostRoutes]
-	vhost    *routev3.VirtualHost
+	ir     routing.VirtualHost
+	routes *shared[[]routing.HTTPRoute, hostRoutes]
+	vhost  *routev3.VirtualHost
+	// grpcRC and listener are what gRPC clients get for the host; built on demand (grpcFor),
+	// only while the host is wanted, and dropped when it no longer is.
 	grpcRC   *routev3.RouteConfiguration
 	listener *listenerv3.Listener
 }
@@ -254,19 +263,16 @@ func (t *Translator) Translate(tab *routing.Table) *Resources {
 		}
 	}
 
+	grpcNames := t.takeWantedChanges(changedHosts, prev.APIListeners)
 	res.Routes, res.APIListeners = prev.Routes, prev.APIListeners
-	if len(changedHosts) > 0 || gatewayChanged != [2]bool{} || prev.Routes == nil {
-		res.APIListeners = patch(prev.APIListeners, changedHosts, func(host string) *listenerv3.Listener {
-			if e := t.grpcHost(host); e != nil {
-				return e.listener
-			}
-			return nil
+	if len(grpcNames) > 0 || gatewayChanged != [2]bool{} || prev.Routes == nil {
+		res.APIListeners = patch(prev.APIListeners, grpcNames, func(host string) *listenerv3.Listener {
+			_, l := t.grpcFor(host)
+			return l
 		})
-		res.Routes = patch(prev.Routes, changedHosts, func(host string) *routev3.RouteConfiguration {
-			if e := t.grpcHost(host); e != nil {
-				return e.grpcRC
-			}
-			return nil
+		res.Routes = patch(prev.Routes, grpcNames, func(host string) *routev3.RouteConfiguration {
+			rc, _ := t.grpcFor(host)
+			return rc
 		})
 		for g, name := range gatewayNames {
 			last := &t.gateway[g]
@@ -297,6 +303,82 @@ func patch[V any](m map[string]*V, names []string, get func(string) *V) map[stri
 		}
 	}
 	return c
+}
+
+// SetWanted says which hosts gRPC clients want (xds.Server.WantedHosts): the next Translate or
+// TranslateDiff builds the API listener and per-host route configuration of those only, adds the
+// ones newly wanted and removes the ones no longer wanted (LastChanges names both). nil means
+// every host, which is also the default. Envoy's listeners, route configurations, clusters and
+// load assignments do not depend on it. wanted is copied.
+func (t *Translator) SetWanted(wanted map[string]bool) {
+	if (wanted == nil) != (t.wanted == nil) {
+		t.wantedAll = true
+	} else if wanted != nil && !t.wantedAll {
+		for name := range wanted {
+			if !t.wanted[name] {
+				t.wantedChanged = append(t.wantedChanged, name)
+			}
+		}
+		for name := range t.wanted {
+			if !wanted[name] {
+				t.wantedChanged = append(t.wantedChanged, name)
+			}
+		}
+	}
+	if wanted == nil {
+		t.wanted = nil
+		return
+	}
+	t.wanted = make(map[string]bool, len(wanted))
+	for name, ok := range wanted {
+		if ok {
+			t.wanted[name] = true
+		}
+	}
+}
+
+// takeWantedChanges returns changed plus the host names whose wantedness changed since the
+// last translation: the names whose gRPC resources must be looked at again. After a switch from
+// or to "every host" that is every host, and every name held now (held).
+func (t *Translator) takeWantedChanges(changed []string, held map[string]*listenerv3.Listener) []string {
+	if t.wantedAll {
+		changed = slices.Clone(changed)
+		for k := range t.hosts {
+			changed = append(changed, k.name)
+		}
+		for name := range held {
+			changed = append(changed, name)
+		}
+		changed = dedup(changed)
+	} else if len(t.wantedChanged) > 0 {
+		changed = dedup(append(slices.Clone(changed), t.wantedChanged...))
+	}
+	t.wantedChanged, t.wantedAll = nil, false
+	return changed
+}
+
+// grpcFor returns what gRPC clients get for a host name, building it on the first ask, or nils
+// when the name is no host or is not wanted (whatever the host held for it is dropped then).
+func (t *Translator) grpcFor(name string) (*routev3.RouteConfiguration, *listenerv3.Listener) {
+	e := t.grpcHost(name)
+	if e == nil {
+		return nil, nil
+	}
+	if t.wanted != nil && !t.wanted[name] {
+		for _, v := range gatewayVis {
+			if e := t.hosts[hostKey{v, name}]; e != nil {
+				e.grpcRC, e.listener = nil, nil
+			}
+		}
+		return nil, nil
+	}
+	if e.grpcRC == nil {
+		e.grpcRC = buildRouteConfiguration(name, []*routev3.VirtualHost{e.vhost})
+	}
+	if e.listener == nil {
+		e.listener = buildAPIListener(name)
+	}
+	return e.grpcRC, e.listener
 }
 
 // grpcHost is the entry gRPC clients get for a host name. A name can only repeat across
@@ -391,12 +473,10 @@ func (t *Translator) buildHost(old *hostEntry, vh *routing.VirtualHost) *hostEnt
 	// Acquired before old is dropped, so that routes they share are not rebuilt.
 	e := &hostEntry{ir: *vh, routes: t.routes(vh.Routes)}
 	e.vhost = buildVirtualHost(vh.Name, e.routes.val.protos)
-	e.grpcRC = buildRouteConfiguration(vh.Name, []*routev3.VirtualHost{e.vhost})
-	// The API listener depends on the host name alone, which is part of the key.
+	// The API listener depends on the host name alone, which is part of the key, so it is
+	// kept; the route configuration is built by grpcFor when gRPC clients want the host.
 	if old != nil {
 		e.listener = old.listener
-	} else {
-		e.listener = buildAPIListener(vh.Name)
 	}
 	if old != nil {
 		t.dropHost(old)

@@ -499,6 +499,53 @@ func diffOne[T types.Resource](cs *cacheState, c *change, name string, r T, seq 
 	return nil
 }
 
+// WantedHosts returns the names gRPC clients subscribe to over LDS: the hosts whose API listener
+// (and the route configuration it names) they want. gRPC clients never subscribe by wildcard, so
+// this is every host worth building for them; the caller builds those on demand and leaves the
+// rest out (at 10,000 services that is 40,000 resources nobody asked for). The map is the
+// caller's.
+func (s *Server) WantedHosts() map[string]bool {
+	hosts, _ := s.wanted(false)
+	return hosts
+}
+
+// WantedSnapshot is WantedHosts for the one builder of what gRPC clients want (the control-plane
+// loop), with the snapshot's generation to hand to WantedServed once the hosts are pushed.
+// Its first call turns on building on demand: from then on a request that subscribes a gRPC
+// client to a newly wanted host is held (at most a few seconds) until a WantedServed covers it,
+// so that its reply carries the host's API listener. That matters to a client reconnecting after
+// a restart: answered before its listener is built, it would be told the listener is gone.
+func (s *Server) WantedSnapshot() (hosts map[string]bool, gen uint64) { return s.wanted(true) }
+
+func (s *Server) wanted(builder bool) (map[string]bool, uint64) {
+	t := s.nodes
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.onDemand = t.onDemand || builder
+	out := make(map[string]bool, len(t.wanted))
+	for name := range t.wanted {
+		out[name] = true
+	}
+	return out, t.wantedGen
+}
+
+// WantedServed says the hosts of the WantedSnapshot of generation gen are in the caches (or are
+// no hosts): requests held for them proceed.
+func (s *Server) WantedServed(gen uint64) {
+	t := s.nodes
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if gen > t.servedGen {
+		t.servedGen = gen
+		close(t.servedCh)
+		t.servedCh = make(chan struct{})
+	}
+}
+
+// WantedChanges is signalled (coalescing: one pending signal covers any number of changes)
+// when a name enters or leaves WantedHosts. Read WantedHosts after receiving from it.
+func (s *Server) WantedChanges() <-chan struct{} { return s.nodes.wantedCh }
+
 // Version returns the current version of a resource as served to nodes of the
 // given kind (the kind matters for listeners only), and whether it exists.
 func (s *Server) Version(typeURL, name string, kind NodeKind) (string, bool) {

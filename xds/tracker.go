@@ -46,7 +46,33 @@ type tracker struct {
 	mu      sync.Mutex
 	streams map[streamKey]*streamState
 	changed chan struct{} // closed and replaced whenever an ACK, subscription, stream or resource changes
+
+	// wanted counts, per LDS name, the gRPC streams subscribed to it: the hosts whose API
+	// listener and route configuration are worth building (see Server.WantedHosts).
+	wanted map[string]wantedName
+	// wantedGen counts names entering wanted; wantedCh is signalled (buffered, coalescing)
+	// when a name enters or leaves it.
+	wantedGen uint64
+	wantedCh  chan struct{}
+	// onDemand is set once a builder reads the wanted hosts (Server.WantedSnapshot): from then
+	// on a request that subscribes a gRPC stream to a newly wanted name is held until the
+	// builder served a snapshot at least that recent (servedGen, Server.WantedServed), so that
+	// the reply carries the resource rather than its absence. servedCh is closed and replaced
+	// whenever servedGen moves.
+	onDemand  bool
+	servedGen uint64
+	servedCh  chan struct{}
 }
+
+type wantedName struct {
+	streams int    // gRPC streams subscribed to it
+	since   uint64 // wantedGen when it became wanted
+}
+
+// servedWait bounds how long a request waits for the builder (awaitServed): a builder whose
+// pass failed must not hold clients forever; they then get what the caches hold, as they
+// would without building on demand.
+const servedWait = 10 * time.Second
 
 // streamKey tells streams apart: go-control-plane numbers SotW and delta
 // streams with separate counters.
@@ -70,6 +96,7 @@ type streamState struct {
 	opened      time.Time
 	types       map[string]*typeState
 	lastNACK    *NACK
+	ctx         context.Context // the stream's: a held request (awaitServed) ends with it
 }
 
 type typeState struct {
@@ -78,6 +105,8 @@ type typeState struct {
 	lastSent string // nonce of the last response, to mirror the stale-nonce rule
 	pending  []sentResponse
 	acked    map[string]ackedVersion
+	// counted are the names this stream adds to tracker.wanted (LDS on gRPC streams only).
+	counted map[string]struct{}
 }
 
 type sentResponse struct {
@@ -104,7 +133,93 @@ type NACK struct {
 }
 
 func newTracker(s *Server) *tracker {
-	return &tracker{s: s, streams: make(map[streamKey]*streamState), changed: make(chan struct{})}
+	return &tracker{s: s, streams: make(map[streamKey]*streamState), changed: make(chan struct{}),
+		wanted: make(map[string]wantedName), wantedCh: make(chan struct{}, 1), servedCh: make(chan struct{})}
+}
+
+// countWantedLocked brings the stream's share of t.wanted in line with its subscription to
+// typeURL, and signals wantedCh when a name gained its first or lost its last subscriber. Only
+// LDS on gRPC streams counts: gRPC clients ask LDS for exactly the host they dial, so that names
+// every host worth building an API listener for. A wildcard LDS subscription names none: gRPC
+// never makes one, and building every host for it would undo the point of building on demand.
+// It returns the wantedGen a builder must have served for every name the stream just added
+// (0: none added). Callers hold t.mu.
+func (t *tracker) countWantedLocked(st *streamState, ts *typeState, typeURL string) (need uint64) {
+	if typeURL != typeListener || st.kind != NodeGRPC {
+		return 0
+	}
+	var now map[string]struct{}
+	if ts.started && !ts.sub.IsWildcard() {
+		now = ts.sub.SubscribedResources()
+	}
+	changed := false
+	for name := range now {
+		if _, ok := ts.counted[name]; ok || name == "*" {
+			continue
+		}
+		if ts.counted == nil {
+			ts.counted = make(map[string]struct{})
+		}
+		ts.counted[name] = struct{}{}
+		w := t.wanted[name]
+		if w.streams == 0 {
+			t.wantedGen++
+			w.since = t.wantedGen
+			changed = true
+		}
+		w.streams++
+		t.wanted[name] = w
+		need = max(need, w.since)
+	}
+	for name := range ts.counted {
+		if _, ok := now[name]; ok {
+			continue
+		}
+		delete(ts.counted, name)
+		w := t.wanted[name]
+		if w.streams--; w.streams <= 0 {
+			delete(t.wanted, name)
+			changed = true
+		} else {
+			t.wanted[name] = w
+		}
+	}
+	if changed {
+		select {
+		case t.wantedCh <- struct{}{}:
+		default: // a signal is pending already: the reader will see this change too
+		}
+	}
+	return need
+}
+
+// awaitServed holds a request that subscribed a gRPC stream to newly wanted names until the
+// builder served them (see tracker.onDemand), the stream ends, or servedWait passed. Without
+// it a SotW client reconnecting after a restart, which sends the old server's version, is
+// answered at once with an LDS reply that lacks its listener, which gRPC takes for a deletion
+// and fails its RPCs; a delta client's initial_resource_versions likewise get it "removed".
+func (t *tracker) awaitServed(ctx context.Context, need uint64) {
+	if need == 0 {
+		return
+	}
+	timer := time.NewTimer(servedWait)
+	defer timer.Stop()
+	for {
+		t.mu.Lock()
+		done, ch := !t.onDemand || t.servedGen >= need, t.servedCh
+		t.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+			t.s.log.Warn("xds: gRPC client's listeners were not built in time; answering with what there is")
+			return
+		}
+	}
 }
 
 // notifyLocked wakes WaitAcked callers. Callers hold t.mu.
@@ -119,10 +234,10 @@ func (t *tracker) notify() {
 	t.mu.Unlock()
 }
 
-func (t *tracker) open(key streamKey, typeURL string) {
+func (t *tracker) open(ctx context.Context, key streamKey, typeURL string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.streams[key] = &streamState{key: key, defaultType: typeURL, opened: time.Now(), types: make(map[string]*typeState)}
+	t.streams[key] = &streamState{key: key, defaultType: typeURL, opened: time.Now(), types: make(map[string]*typeState), ctx: ctx}
 }
 
 func (t *tracker) closed(key streamKey) {
@@ -133,6 +248,11 @@ func (t *tracker) closed(key streamKey) {
 		return
 	}
 	delete(t.streams, key)
+	// Its subscriptions end with it.
+	for typeURL, ts := range st.types {
+		ts.started = false
+		t.countWantedLocked(st, ts, typeURL)
+	}
 	if st.node != nil {
 		t.s.metrics.streams.WithLabelValues(string(st.kind), key.protocol()).Dec()
 	}
@@ -222,15 +342,15 @@ func (ts *typeState) forgetUnsubscribed() {
 	}
 }
 
-func (t *tracker) OnStreamOpen(_ context.Context, id int64, typeURL string) error {
-	t.open(streamKey{id: id}, typeURL)
+func (t *tracker) OnStreamOpen(ctx context.Context, id int64, typeURL string) error {
+	t.open(ctx, streamKey{id: id}, typeURL)
 	return nil
 }
 
 func (t *tracker) OnStreamClosed(id int64, _ *core.Node) { t.closed(streamKey{id: id}) }
 
-func (t *tracker) OnDeltaStreamOpen(_ context.Context, id int64, typeURL string) error {
-	t.open(streamKey{delta: true, id: id}, typeURL)
+func (t *tracker) OnDeltaStreamOpen(ctx context.Context, id int64, typeURL string) error {
+	t.open(ctx, streamKey{delta: true, id: id}, typeURL)
 	return nil
 }
 
@@ -239,11 +359,19 @@ func (t *tracker) OnDeltaStreamClosed(id int64, _ *core.Node) {
 }
 
 func (t *tracker) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
+	ctx, need, err := t.streamRequest(id, req)
+	// go-control-plane creates the watch after this returns: holding the request here is what
+	// makes its reply carry the newly wanted names.
+	t.awaitServed(ctx, need)
+	return err
+}
+
+func (t *tracker) streamRequest(id int64, req *discovery.DiscoveryRequest) (context.Context, uint64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.streams[streamKey{id: id}]
 	if st == nil {
-		return nil
+		return nil, 0, nil
 	}
 	t.identify(st, req.GetNode())
 	typeURL := req.GetTypeUrl()
@@ -251,7 +379,7 @@ func (t *tracker) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) err
 		typeURL = st.defaultType
 	}
 	if _, ok := keyFor(typeURL, st.kind); !ok {
-		return unsupported(typeURL)
+		return nil, 0, unsupported(typeURL)
 	}
 	ts := st.typeState(typeURL)
 	nonce := req.GetResponseNonce()
@@ -269,7 +397,7 @@ func (t *tracker) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) err
 	// go-control-plane ignores a request whose nonce is not the latest
 	// response's; so must the mirror.
 	if ts.lastSent != "" && nonce != ts.lastSent {
-		return nil
+		return nil, 0, nil
 	}
 	if !ts.started {
 		ts.sub = stream.NewSotwSubscription(req.GetResourceNames(), true)
@@ -278,8 +406,9 @@ func (t *tracker) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) err
 		ts.sub.SetResourceSubscription(req.GetResourceNames())
 	}
 	ts.forgetUnsubscribed()
+	need := t.countWantedLocked(st, ts, typeURL)
 	t.notifyLocked()
-	return nil
+	return st.ctx, need, nil
 }
 
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
@@ -334,11 +463,17 @@ func (t *tracker) sent(st *streamState, typeURL string, r sentResponse, size int
 }
 
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
+	ctx, need, err := t.deltaRequest(id, req)
+	t.awaitServed(ctx, need) // as in OnStreamRequest
+	return err
+}
+
+func (t *tracker) deltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) (context.Context, uint64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.streams[streamKey{delta: true, id: id}]
 	if st == nil {
-		return nil
+		return nil, 0, nil
 	}
 	t.identify(st, req.GetNode())
 	typeURL := req.GetTypeUrl()
@@ -347,7 +482,7 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRe
 	}
 	key, ok := keyFor(typeURL, st.kind)
 	if !ok {
-		return unsupported(typeURL)
+		return nil, 0, unsupported(typeURL)
 	}
 	ts := st.typeState(typeURL)
 	if nonce := req.GetResponseNonce(); nonce != "" {
@@ -370,8 +505,9 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRe
 		}
 	}
 	ts.forgetUnsubscribed()
+	need := t.countWantedLocked(st, ts, typeURL)
 	t.notifyLocked()
-	return nil
+	return st.ctx, need, nil
 }
 
 func (t *tracker) OnStreamDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {

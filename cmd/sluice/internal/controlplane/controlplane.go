@@ -76,6 +76,10 @@ func New(st *store.Store, eps Endpoints, tr *envoy.Translator, srv *xds.Server, 
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	// The loop builds what gRPC clients want: reading the wanted hosts now, before the server
+	// serves anyone, has the server hold gRPC clients' requests for hosts until a pass built
+	// them from the very first client on (see xds.Server.WantedSnapshot).
+	srv.WantedSnapshot()
 	return &Loop{store: st, eps: eps, tables: routing.NewTableBuilder(opts.Routing), tr: tr, xds: srv, opts: opts, log: opts.Logger}
 }
 
@@ -147,7 +151,8 @@ func (l *Loop) Sync() error {
 	}
 	// gRPC clients get API listeners and per-host route configurations only for the hosts they
 	// subscribe to; the translator adds the newly wanted ones and removes the rest as changes.
-	l.tr.SetWanted(l.xds.WantedHosts())
+	wanted, wantedGen := l.xds.WantedSnapshot()
+	l.tr.SetWanted(wanted)
 	// Each stage hands the next what it changed, so a pass costs in proportion to the change:
 	// the table's diff names hosts and backends, the translator's names resources, and the xDS
 	// server re-diffs only those. A full pass (changed == nil) diffs everything.
@@ -157,6 +162,8 @@ func (l *Loop) Sync() error {
 	if err != nil {
 		return fmt.Errorf("push xDS: %w", err)
 	}
+	// The wanted hosts are in the caches: requests of gRPC clients held for them can be answered.
+	l.xds.WantedServed(wantedGen)
 	if len(updates) > 0 {
 		if err := l.store.UpdateStatus(updates); err != nil {
 			return fmt.Errorf("write statuses: %w", err)

@@ -87,9 +87,23 @@ func New(st *store.Store, eps Endpoints, tr *envoy.Translator, srv *xds.Server, 
 // done. A failed pass is logged and retried on the next change: the last good resources keep
 // being served meanwhile.
 func (l *Loop) Run(ctx context.Context) error {
-	if err := l.Sync(); err != nil {
-		l.log.Error("sync", "err", err)
+	// A failed pass (a disk error writing statuses, say) is retried with backoff, not only on the
+	// next change: with static endpoints there may be no next change for a long time, and
+	// clients would keep stale resources until then.
+	var (
+		retry   <-chan time.Time
+		backoff = minRetry
+	)
+	pass := func() {
+		if err := l.Sync(); err != nil {
+			l.log.Error("sync failed; retrying", "err", err, "in", backoff)
+			retry = time.After(backoff)
+			backoff = min(2*backoff, maxRetry)
+			return
+		}
+		retry, backoff = nil, minRetry
 	}
+	pass()
 	for {
 		select {
 		case <-ctx.Done():
@@ -99,12 +113,17 @@ func (l *Loop) Run(ctx context.Context) error {
 		case <-l.xds.WantedChanges():
 			// A gRPC client subscribed to a host (or let go of one): Sync builds (or drops)
 			// its API listener and route configuration. Its watch waits for them meanwhile.
+		case <-retry:
 		}
-		if err := l.Sync(); err != nil {
-			l.log.Error("sync", "err", err)
-		}
+		pass()
 	}
 }
+
+// Retry bounds for a failed pass.
+const (
+	minRetry = 100 * time.Millisecond
+	maxRetry = 30 * time.Second
+)
 
 // Sync runs one pass: over what changed since the last pass, or over everything on the first one
 // (and after a failure, or when more changed than the store's journal holds).

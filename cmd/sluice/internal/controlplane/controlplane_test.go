@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"testing"
 	"time"
@@ -233,4 +234,53 @@ func TestSyncFollowsInstanceReadiness(t *testing.T) {
 	// v2 scales: a new endpoint, readiness unchanged.
 	src.set("a-v2", routing.Instances{Ready: true, Endpoints: []routing.Endpoint{{Host: "127.0.0.1", Port: 9002}, {Host: "127.0.0.1", Port: 9003}}})
 	check("v2 scaled")
+}
+
+// countingHandler counts log records with a given message.
+type countingHandler struct {
+	msg string
+	n   chan struct{}
+}
+
+func (h countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		select {
+		case h.n <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// A failed pass is retried by itself: with static endpoints no later change may ever come.
+func TestRunRetriesAFailedPass(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := applyYAML(st, service("a", "a-v1", "127.0.0.1:9001", ""))(); err != nil {
+		t.Fatal(err)
+	}
+	// A closed store fails every status write, so every pass fails.
+	st.Close()
+	failures := make(chan struct{}, 1)
+	log := slog.New(countingHandler{msg: "sync failed; retrying", n: failures})
+	loop := New(st, Static{}, envoy.NewTranslator(envoy.Options{}), newServer(t), Options{Logger: log})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- loop.Run(ctx) }()
+	for i := range 3 { // the first pass, then two retries with nothing changed
+		select {
+		case <-failures:
+		case <-time.After(time.Minute):
+			t.Fatalf("pass %d: no retry within a minute of a failure", i+1)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -35,7 +35,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -253,6 +252,11 @@ type Changes struct {
 	APIListeners []string
 }
 
+// Empty reports whether c names nothing (and is not Full).
+func (c *Changes) Empty() bool {
+	return !c.Full && len(c.Clusters)+len(c.Endpoints)+len(c.Routes)+len(c.Listeners)+len(c.APIListeners) == 0
+}
+
 // UpdateChanged is Update when only the resources ch names can differ from what
 // the caches hold: it diffs those names alone, so its cost follows the change,
 // not the 80k resources of 10,000 services. Naming a resource that did not
@@ -271,30 +275,45 @@ func (s *Server) UpdateChanged(res *Resources, ch Changes) (UpdateStats, error) 
 	if ch.Full {
 		return s.update(res, nil)
 	}
-	// The route configurations of Envoy's listeners hold every host: encoding and hashing them
-	// costs more than all else a change touches, and gRPC clients need none of them. They go
-	// in a second push, after everything else has been sent; for Envoy that is make-before-break
-	// anyway (clusters and endpoints before the routes that use them).
-	early, late := ch, []string(nil)
-	for i, name := range ch.Routes {
-		if _, gateway := res.Listeners[name]; gateway {
-			if late == nil {
-				early.Routes = slices.Clone(ch.Routes[:i])
-			}
-			late = append(late, name)
-		} else if late != nil {
-			early.Routes = append(early.Routes, name)
+	// Three pushes, in the order a gateway needs them:
+	//  1. everything added or changed, except the route configurations of Envoy's listeners;
+	//  2. those route configurations: they hold every host, so encoding and hashing them costs
+	//     more than all else a change touches, and gRPC clients need none of them;
+	//  3. clusters and endpoints that are gone: a route that still named one until step 2 would
+	//     otherwise send requests to a missing cluster (503s) in between.
+	// For Envoy this is make-before-break: new clusters before the routes that use them, old
+	// ones after the routes that stopped using them.
+	var late, gone Changes
+	early := ch
+	early.Routes, late.Routes = splitNames(ch.Routes, func(name string) bool { _, gw := res.Listeners[name]; return gw })
+	early.Clusters, gone.Clusters = splitNames(ch.Clusters, func(name string) bool { _, ok := res.Clusters[name]; return !ok })
+	early.Endpoints, gone.Endpoints = splitNames(ch.Endpoints, func(name string) bool { _, ok := res.Endpoints[name]; return !ok })
+	var stats UpdateStats
+	for _, phase := range []*Changes{&early, &late, &gone} {
+		if phase != &early && phase.Empty() {
+			continue
+		}
+		more, err := s.update(res, phase)
+		stats.Changed += more.Changed
+		stats.Deleted += more.Deleted
+		stats.Bytes += more.Bytes
+		if err != nil {
+			return stats, err
 		}
 	}
-	stats, err := s.update(res, &early)
-	if err != nil || len(late) == 0 {
-		return stats, err
+	return stats, nil
+}
+
+// splitNames returns the names for which later is false, then those for which it is true.
+func splitNames(names []string, later func(string) bool) (now, after []string) {
+	for _, n := range names {
+		if later(n) {
+			after = append(after, n)
+		} else {
+			now = append(now, n)
+		}
 	}
-	more, err := s.update(res, &Changes{Routes: late})
-	stats.Changed += more.Changed
-	stats.Deleted += more.Deleted
-	stats.Bytes += more.Bytes
-	return stats, err
+	return now, after
 }
 
 // update diffs res against the caches (only the names in ch unless ch is nil),

@@ -436,3 +436,50 @@ func TestDebugHandler(t *testing.T) {
 		t.Errorf("node: %+v", n)
 	}
 }
+
+// A service going away: Envoy must get the gateway route configuration that stops naming its
+// clusters before the clusters are removed, or requests routed in between find no cluster (503).
+func TestUpdateChangedRemovesClustersAfterTheRoutesThatUsedThem(t *testing.T) {
+	h := newHarness(t)
+	res := fixture(2)
+	res.Routes["external"] = routeConfig("external", "*", map[string]uint32{"default/svc0-00001": 50, "default/svc1-00001": 50})
+	h.update(res)
+
+	d := h.delta(envoyNode("gw"))
+	d.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
+	d.ack(d.recv())
+	d.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.RouteType, ResourceNamesSubscribe: []string{"external"}})
+	d.ack(d.recv())
+	// The server handles a stream's requests in order: once it answers this one, it has handled
+	// both ACKs, so both watches are armed. (A watch still waiting for its ACK gets its update only
+	// when the ACK arrives; no server can order what it has not been asked for yet.)
+	d.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType})
+	d.recv()
+
+	// svc1 goes: its clusters and endpoints, and its share of the gateway route.
+	next := res.clone()
+	var ch Changes
+	for _, rev := range []string{"default/svc1-00001", "default/svc1-00002"} {
+		delete(next.Clusters, rev)
+		delete(next.Endpoints, rev)
+		ch.Clusters = append(ch.Clusters, rev)
+		ch.Endpoints = append(ch.Endpoints, rev)
+	}
+	next.Routes["external"] = routeConfig("external", "*", map[string]uint32{"default/svc0-00001": 100})
+	// Named first on purpose: the order of names must not decide the order of pushes.
+	ch.Routes = []string{"external"}
+	if _, err := h.srv.UpdateChanged(next, ch); err != nil {
+		t.Fatal(err)
+	}
+
+	first := d.recv()
+	if first.GetTypeUrl() != resource.RouteType {
+		t.Fatalf("first push after the delete is %s (removed %v); want the route configuration before the clusters go",
+			first.GetTypeUrl(), first.GetRemovedResources())
+	}
+	d.ack(first)
+	second := d.recv()
+	if second.GetTypeUrl() != resource.ClusterType || len(second.GetRemovedResources()) != 2 {
+		t.Fatalf("second push: %s removed %v; want both of svc1's clusters removed", second.GetTypeUrl(), second.GetRemovedResources())
+	}
+}

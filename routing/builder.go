@@ -18,13 +18,13 @@ import (
 type TableBuilder struct {
 	cfg  Config
 	last *Table
-	// routes holds each Route's hosts and the revisions its served traffic names.
-	routes map[Key]routeMemo
-	// backends holds each Revision's backend, as in last.
-	backends map[Key]Backend
-	// servedBy lists, per revision, the routes whose served traffic names it: their hosts read
-	// the revision (its timeout), so they are rebuilt when it changes.
-	servedBy map[Key][]Key
+	// routes holds each Route's hosts, as in last. Routes without hosts are absent.
+	//
+	// Each Revision's backend is not memoised apart from last: last.Backends, sorted by cluster
+	// name, is looked up instead (lastBackend). The routes whose served traffic names a revision
+	// (their hosts read it, its timeout, so they are rebuilt when it changes) come from the
+	// State's index (routesByRev) rather than a map of the builder's own.
+	routes map[Key][]VirtualHost
 	// diff is what the last Build changed relative to the Table before it (see LastDiff).
 	diff TableDiff
 }
@@ -49,11 +49,6 @@ type HostRef struct {
 
 // Empty reports whether the diff names nothing: the Table is the previous one.
 func (d TableDiff) Empty() bool { return !d.Full && len(d.Hosts) == 0 && len(d.Backends) == 0 }
-
-type routeMemo struct {
-	hosts []VirtualHost
-	revs  []Key
-}
 
 // NewTableBuilder returns a builder with nothing built yet.
 func NewTableBuilder(cfg Config) *TableBuilder {
@@ -93,19 +88,21 @@ func (b *TableBuilder) BuildDiff(st *State, src EndpointSource, changed []Ref) (
 			dirtyRoutes = append(dirtyRoutes, r.Key)
 		case v1.KindRevision:
 			dirtyRevs = append(dirtyRevs, r.Key)
-			dirtyRoutes = append(dirtyRoutes, b.servedBy[r.Key]...)
+			// The routes that served the revision at the previous Build: a route that still
+			// does is unchanged, so st's index has it; one that no longer does is in changed.
+			// The index may name more (spec traffic too): rebuilding those changes nothing.
+			dirtyRoutes = append(dirtyRoutes, st.index().routesByRev.get(r.Key)...)
 		}
 	}
 	dirtyRoutes, dirtyRevs = sortKeys(dirtyRoutes), sortKeys(dirtyRevs)
 
 	var rmBackends, addBackends []Backend
 	for _, k := range dirtyRevs {
-		old, had := b.backends[k]
+		old, had := b.lastBackend(k)
 		rev := st.Revisions[k]
 		if rev == nil {
 			if had {
 				rmBackends = append(rmBackends, old)
-				delete(b.backends, k)
 			}
 			continue
 		}
@@ -121,28 +118,26 @@ func (b *TableBuilder) BuildDiff(st *State, src EndpointSource, changed []Ref) (
 			rmBackends = append(rmBackends, old)
 		}
 		addBackends = append(addBackends, nb)
-		b.backends[k] = nb
 	}
 
 	var rmHosts, addHosts []VirtualHost
 	for _, k := range dirtyRoutes {
 		old := b.routes[k]
-		var memo routeMemo
+		var hosts []VirtualHost
 		if rt := st.Routes[k]; rt != nil {
-			memo = routeMemo{hosts: appendRouteHosts(nil, st, b.cfg, k, rt), revs: servedRevisions(k, rt)}
+			hosts = appendRouteHosts(nil, st, b.cfg, k, rt)
 		}
-		b.setServedBy(k, old.revs, memo.revs)
-		allSame := reuseHosts(memo.hosts, old.hosts)
-		if len(memo.hosts) == 0 && len(memo.revs) == 0 {
+		allSame := reuseHosts(hosts, old)
+		if len(hosts) == 0 {
 			delete(b.routes, k)
 		} else {
-			b.routes[k] = memo
+			b.routes[k] = hosts
 		}
-		if allSame && len(memo.hosts) == len(old.hosts) {
+		if allSame && len(hosts) == len(old) {
 			continue
 		}
-		rmHosts = append(rmHosts, old.hosts...)
-		addHosts = append(addHosts, memo.hosts...)
+		rmHosts = append(rmHosts, old...)
+		addHosts = append(addHosts, hosts...)
 	}
 
 	if len(rmHosts)+len(addHosts)+len(rmBackends)+len(addBackends) == 0 {
@@ -202,73 +197,52 @@ func diffOf(rmHosts, addHosts []VirtualHost, rmBackends, addBackends []Backend) 
 // full rebuilds every route's hosts and every backend, keeping the previous values that are
 // unchanged, and sorts the lot.
 func (b *TableBuilder) full(st *State, src EndpointSource) *Table {
-	routes := make(map[Key]routeMemo, len(st.Routes))
-	servedBy := make(map[Key][]Key, len(st.Revisions))
-	t := &Table{}
-	if b.last != nil {
-		t.Hosts = make([]VirtualHost, 0, len(b.last.Hosts))
-	}
+	routes := make(map[Key][]VirtualHost, len(st.Routes))
+	n := 0
 	for k, rt := range st.Routes {
-		memo := routeMemo{hosts: appendRouteHosts(nil, st, b.cfg, k, rt), revs: servedRevisions(k, rt)}
-		reuseHosts(memo.hosts, b.routes[k].hosts)
-		if len(memo.hosts) > 0 || len(memo.revs) > 0 {
-			routes[k] = memo
-		}
-		t.Hosts = append(t.Hosts, memo.hosts...)
-		for _, rk := range memo.revs {
-			servedBy[rk] = append(servedBy[rk], k)
+		hosts := appendRouteHosts(nil, st, b.cfg, k, rt)
+		reuseHosts(hosts, b.routes[k])
+		if len(hosts) > 0 {
+			routes[k] = hosts
+			n += len(hosts)
 		}
 	}
-	if len(t.Hosts) == 0 {
-		t.Hosts = nil // as BuildTable has it
+	t := &Table{}
+	if n > 0 { // else nil, as BuildTable has it
+		// Exactly as long as needed: the Table is kept until the next build.
+		t.Hosts = make([]VirtualHost, 0, n)
+		for _, hosts := range routes {
+			t.Hosts = append(t.Hosts, hosts...)
+		}
 	}
 	slices.SortFunc(t.Hosts, compareHosts)
-	backends := make(map[Key]Backend, len(st.Revisions))
 	t.Backends = make([]Backend, 0, len(st.Revisions))
 	for k, rev := range st.Revisions {
 		var oldp *Backend
-		if old, ok := b.backends[k]; ok {
+		if old, ok := b.lastBackend(k); ok {
 			oldp = &old
 		}
 		nb, _ := backendOf(k, rev, src, oldp)
-		backends[k] = nb
 		t.Backends = append(t.Backends, nb)
 	}
 	slices.SortFunc(t.Backends, compareBackends)
-	b.routes, b.backends, b.servedBy, b.last = routes, backends, servedBy, t
+	b.routes, b.last = routes, t
 	return t
 }
 
-// servedRevisions are the revisions a route's served traffic names, without duplicates.
-func servedRevisions(k Key, rt *v1.Route) []Key {
-	var out []Key
-	for _, tt := range rt.Status.Traffic {
-		rk := Key{Namespace: k.Namespace, Name: tt.RevisionName}
-		if !slices.Contains(out, rk) {
-			out = append(out, rk)
-		}
+// lastBackend is revision k's backend in the last Table, found by its cluster name.
+func (b *TableBuilder) lastBackend(k Key) (Backend, bool) {
+	if b.last == nil {
+		return Backend{}, false
 	}
-	return out
-}
-
-// setServedBy moves route k from the servedBy lists of the revisions in old to those in now.
-func (b *TableBuilder) setServedBy(k Key, old, now []Key) {
-	for _, rk := range old {
-		if slices.Contains(now, rk) {
-			continue
-		}
-		list := slices.DeleteFunc(slices.Clone(b.servedBy[rk]), func(x Key) bool { return x == k })
-		if len(list) == 0 {
-			delete(b.servedBy, rk)
-		} else {
-			b.servedBy[rk] = list
-		}
+	bs := b.last.Backends
+	i, found := slices.BinarySearchFunc(bs, ClusterName(k.Namespace, k.Name), func(x Backend, c string) int {
+		return cmp.Compare(x.Cluster, c)
+	})
+	if !found || bs[i].Namespace != k.Namespace || bs[i].Revision != k.Name {
+		return Backend{}, false
 	}
-	for _, rk := range now {
-		if !slices.Contains(b.servedBy[rk], k) {
-			b.servedBy[rk] = append(b.servedBy[rk], k)
-		}
-	}
+	return bs[i], true
 }
 
 // reuseHosts replaces each host of now that equals a host of old by that old value, so its

@@ -18,13 +18,14 @@ import (
 type TableBuilder struct {
 	cfg  Config
 	last *Table
-	// routes holds each Route's hosts, as in last. Routes without hosts are absent.
+	// routes describes each Route's hosts in last, enough to find them there (see lastHosts)
+	// without keeping a second copy of them. Routes without hosts are absent.
 	//
 	// Each Revision's backend is not memoised apart from last: last.Backends, sorted by cluster
 	// name, is looked up instead (lastBackend). The routes whose served traffic names a revision
 	// (their hosts read it, its timeout, so they are rebuilt when it changes) come from the
 	// State's index (routesByRev) rather than a map of the builder's own.
-	routes map[Key][]VirtualHost
+	routes map[Key]routeHosts
 	// diff is what the last Build changed relative to the Table before it (see LastDiff).
 	diff TableDiff
 }
@@ -49,6 +50,70 @@ type HostRef struct {
 
 // Empty reports whether the diff names nothing: the Table is the previous one.
 func (d TableDiff) Empty() bool { return !d.Full && len(d.Hosts) == 0 && len(d.Backends) == 0 }
+
+// routeHosts names a Route's hosts in a Table: for each visibility it has (ClusterLocal always,
+// External unless external is false), a host per tag and its main host, all with Route route.
+type routeHosts struct {
+	route    string
+	tags     []string
+	external bool
+}
+
+// routeHostsOf describes hosts, which appendRouteHosts made for one route (not empty).
+func routeHostsOf(hosts []VirtualHost) routeHosts {
+	m := routeHosts{route: hosts[0].Route}
+	for i := range hosts {
+		if hosts[i].Visibility == External {
+			m.external = true
+		} else if hosts[i].Tag != "" {
+			m.tags = append(m.tags, hosts[i].Tag)
+		}
+	}
+	return m
+}
+
+// lastHosts returns route k's hosts in the last Table, as its memo names them; ok is false if
+// one of them is not there (the memo disagrees with the Table), so the caller can rebuild.
+func (b *TableBuilder) lastHosts(k Key) (hosts []VirtualHost, ok bool) {
+	m, had := b.routes[k]
+	if !had {
+		return nil, true
+	}
+	if b.last == nil {
+		return nil, false
+	}
+	n := len(m.tags) + 1
+	if m.external {
+		n *= 2
+	}
+	hosts = make([]VirtualHost, 0, n)
+	find := func(vis Visibility, name, tag string) bool {
+		key := VirtualHost{Name: name, Namespace: k.Namespace, Route: m.route, Tag: tag, Visibility: vis}
+		i, found := slices.BinarySearchFunc(b.last.Hosts, key, compareHosts)
+		if found {
+			hosts = append(hosts, b.last.Hosts[i])
+		}
+		return found
+	}
+	for _, vis := range [2]Visibility{External, ClusterLocal} {
+		if vis == External && !m.external {
+			continue
+		}
+		host := func(tag string) string { return ClusterLocalHost(k.Namespace, k.Name, tag) }
+		if vis == External {
+			host = func(tag string) string { return b.cfg.ExternalHost(k.Namespace, k.Name, tag) }
+		}
+		for _, tag := range m.tags {
+			if !find(vis, host(tag), tag) {
+				return nil, false
+			}
+		}
+		if !find(vis, host(""), "") {
+			return nil, false
+		}
+	}
+	return hosts, true
+}
 
 // NewTableBuilder returns a builder with nothing built yet.
 func NewTableBuilder(cfg Config) *TableBuilder {
@@ -122,7 +187,11 @@ func (b *TableBuilder) BuildDiff(st *State, src EndpointSource, changed []Ref) (
 
 	var rmHosts, addHosts []VirtualHost
 	for _, k := range dirtyRoutes {
-		old := b.routes[k]
+		old, ok := b.lastHosts(k)
+		if !ok {
+			b.diff = TableDiff{Full: true}
+			return b.full(st, src), b.diff
+		}
 		var hosts []VirtualHost
 		if rt := st.Routes[k]; rt != nil {
 			hosts = appendRouteHosts(nil, st, b.cfg, k, rt)
@@ -131,7 +200,7 @@ func (b *TableBuilder) BuildDiff(st *State, src EndpointSource, changed []Ref) (
 		if len(hosts) == 0 {
 			delete(b.routes, k)
 		} else {
-			b.routes[k] = hosts
+			b.routes[k] = routeHostsOf(hosts)
 		}
 		if allSame && len(hosts) == len(old) {
 			continue
@@ -197,22 +266,31 @@ func diffOf(rmHosts, addHosts []VirtualHost, rmBackends, addBackends []Backend) 
 // full rebuilds every route's hosts and every backend, keeping the previous values that are
 // unchanged, and sorts the lot.
 func (b *TableBuilder) full(st *State, src EndpointSource) *Table {
-	routes := make(map[Key][]VirtualHost, len(st.Routes))
+	routes := make(map[Key]routeHosts, len(st.Routes))
+	type routeHostList struct {
+		k     Key
+		hosts []VirtualHost
+	}
+	perRoute := make([]routeHostList, 0, len(st.Routes))
 	n := 0
 	for k, rt := range st.Routes {
 		hosts := appendRouteHosts(nil, st, b.cfg, k, rt)
-		reuseHosts(hosts, b.routes[k])
-		if len(hosts) > 0 {
-			routes[k] = hosts
-			n += len(hosts)
+		if len(hosts) == 0 {
+			continue
 		}
+		if old, ok := b.lastHosts(k); ok {
+			reuseHosts(hosts, old)
+		}
+		perRoute = append(perRoute, routeHostList{k, hosts})
+		n += len(hosts)
 	}
 	t := &Table{}
 	if n > 0 { // else nil, as BuildTable has it
 		// Exactly as long as needed: the Table is kept until the next build.
 		t.Hosts = make([]VirtualHost, 0, n)
-		for _, hosts := range routes {
-			t.Hosts = append(t.Hosts, hosts...)
+		for _, r := range perRoute {
+			t.Hosts = append(t.Hosts, r.hosts...)
+			routes[r.k] = routeHostsOf(r.hosts)
 		}
 	}
 	slices.SortFunc(t.Hosts, compareHosts)

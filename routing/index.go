@@ -99,7 +99,9 @@ func buildIndex(s *State) *stateIndex {
 		ixRevsByCfg:    len(s.Configurations),
 		ixRoutesByCfg:  len(s.Configurations),
 		ixRoutesByRev:  len(s.Revisions),
-		ixCfgsByLatest: len(s.Revisions),
+		// Keys are the latest created and ready revisions of each configuration: mostly one
+		// per configuration (they are the same revision once it is ready), not one per revision.
+		ixCfgsByLatest: len(s.Configurations),
 	}
 	for which, n := range hints {
 		if n == 0 {

@@ -96,9 +96,9 @@ func buildIndex(s *State) *stateIndex {
 	// Each index has about as many keys as there are configurations or revisions; sizing the
 	// shards for that up front saves growing 1,024 maps step by step.
 	hints := [numIndexes]int{
-		ixRevsByCfg:    len(s.Configurations),
-		ixRoutesByCfg:  len(s.Configurations),
-		ixRoutesByRev:  len(s.Revisions),
+		ixRevsByCfg:   len(s.Configurations),
+		ixRoutesByCfg: len(s.Configurations),
+		ixRoutesByRev: len(s.Revisions),
 		// Keys are the latest created and ready revisions of each configuration: mostly one
 		// per configuration (they are the same revision once it is ready), not one per revision.
 		ixCfgsByLatest: len(s.Configurations),

@@ -195,6 +195,7 @@ func (b *TableBuilder) BuildDiff(st *State, src EndpointSource, changed []Ref) (
 		var hosts []VirtualHost
 		if rt := st.Routes[k]; rt != nil {
 			hosts = appendRouteHosts(nil, st, b.cfg, k, rt)
+			shareClusterNames(hosts, b.lastBackends())
 		}
 		allSame := reuseHosts(hosts, old)
 		if len(hosts) == 0 {
@@ -266,6 +267,19 @@ func diffOf(rmHosts, addHosts []VirtualHost, rmBackends, addBackends []Backend) 
 // full rebuilds every route's hosts and every backend, keeping the previous values that are
 // unchanged, and sorts the lot.
 func (b *TableBuilder) full(st *State, src EndpointSource) *Table {
+	t := &Table{}
+	// Backends first: the hosts' splits share their cluster names.
+	t.Backends = make([]Backend, 0, len(st.Revisions))
+	for k, rev := range st.Revisions {
+		var oldp *Backend
+		if old, ok := b.lastBackend(k); ok {
+			oldp = &old
+		}
+		nb, _ := backendOf(k, rev, src, oldp)
+		t.Backends = append(t.Backends, nb)
+	}
+	slices.SortFunc(t.Backends, compareBackends)
+
 	routes := make(map[Key]routeHosts, len(st.Routes))
 	type routeHostList struct {
 		k     Key
@@ -278,13 +292,13 @@ func (b *TableBuilder) full(st *State, src EndpointSource) *Table {
 		if len(hosts) == 0 {
 			continue
 		}
+		shareClusterNames(hosts, t.Backends)
 		if old, ok := b.lastHosts(k); ok {
 			reuseHosts(hosts, old)
 		}
 		perRoute = append(perRoute, routeHostList{k, hosts})
 		n += len(hosts)
 	}
-	t := &Table{}
 	if n > 0 { // else nil, as BuildTable has it
 		// Exactly as long as needed: the Table is kept until the next build.
 		t.Hosts = make([]VirtualHost, 0, n)
@@ -294,18 +308,36 @@ func (b *TableBuilder) full(st *State, src EndpointSource) *Table {
 		}
 	}
 	slices.SortFunc(t.Hosts, compareHosts)
-	t.Backends = make([]Backend, 0, len(st.Revisions))
-	for k, rev := range st.Revisions {
-		var oldp *Backend
-		if old, ok := b.lastBackend(k); ok {
-			oldp = &old
-		}
-		nb, _ := backendOf(k, rev, src, oldp)
-		t.Backends = append(t.Backends, nb)
-	}
-	slices.SortFunc(t.Backends, compareBackends)
 	b.routes, b.last = routes, t
 	return t
+}
+
+// lastBackends are the last Table's backends, if any.
+func (b *TableBuilder) lastBackends() []Backend {
+	if b.last == nil {
+		return nil
+	}
+	return b.last.Backends
+}
+
+// shareClusterNames points the Cluster of every split of hosts, which appendRouteHosts has just
+// made (nothing else holds them yet), at the equal string of the backend in backends (sorted by
+// cluster name), so the Table keeps each cluster name once rather than once per split. A split
+// without such a backend keeps its own string; one whose backend is being replaced shares the
+// old backend's, which is equal.
+func shareClusterNames(hosts []VirtualHost, backends []Backend) {
+	for i := range hosts {
+		for _, r := range hosts[i].Routes {
+			for j := range r.Splits {
+				sp := &r.Splits[j]
+				if k, found := slices.BinarySearchFunc(backends, sp.Cluster, func(x Backend, c string) int {
+					return cmp.Compare(x.Cluster, c)
+				}); found {
+					sp.Cluster = backends[k].Cluster
+				}
+			}
+		}
+	}
 }
 
 // lastBackend is revision k's backend in the last Table, found by its cluster name.

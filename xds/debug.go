@@ -53,7 +53,7 @@ func (s *Server) Debug(typeFilter string) DebugState {
 		}
 		c := CacheStatus{TypeURL: cs.typeURL, NodeKinds: cs.kinds, Resources: make(map[string]string, len(cs.entries))}
 		for name, e := range cs.entries {
-			c.Resources[name] = e.version
+			c.Resources[name] = hexVersion(e.version)
 		}
 		out.Caches = append(out.Caches, c)
 	}
@@ -88,7 +88,7 @@ func (s *Server) ConnectedNodes() []NodeStatus {
 			}
 			tst := TypeStatus{Wildcard: ts.sub.IsWildcard(), Subscribed: sortedKeys(ts.sub.SubscribedResources()), Acked: make(map[string]string, len(ts.acked))}
 			for name, a := range ts.acked {
-				tst.Acked[name] = a.version
+				tst.Acked[name] = a.String()
 			}
 			n.Types[typeURL] = tst
 		}

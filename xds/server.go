@@ -31,6 +31,7 @@ package xds
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -142,9 +143,35 @@ type cacheState struct {
 // entry is kept per resource (80k and more at 10,000 services), so it holds
 // only what is read after the update that set it.
 type entry struct {
-	res     types.Resource
+	res types.Resource
+	// version is the SHA-256 of the encoding, raw: half the size of the hex
+	// version go-control-plane puts on the wire (hexVersion), and there is one
+	// per resource. versionIs compares it with a version from the wire.
 	version string
-	seq     uint64 // Server.seq when this content was set; orders versions of one resource
+	seq     uint64 // Server.seq when this content was set; orders versions of one resource; never 0
+}
+
+// rawVersion is the raw form of the version cache.HashResource gives for b.
+func rawVersion(b []byte) string {
+	sum := sha256.Sum256(b)
+	return string(sum[:])
+}
+
+// hexVersion is a raw version as go-control-plane's cache.HashResource has it.
+func hexVersion(raw string) string { return hex.EncodeToString([]byte(raw)) }
+
+// versionIs reports whether wire == hexVersion(raw), without building the latter.
+func versionIs(wire, raw string) bool {
+	const digits = "0123456789abcdef"
+	if len(wire) != 2*len(raw) {
+		return false
+	}
+	for i := 0; i < len(raw); i++ {
+		if wire[2*i] != digits[raw[i]>>4] || wire[2*i+1] != digits[raw[i]&0x0f] {
+			return false
+		}
+	}
+	return true
 }
 
 // NewServer creates a Server. ctx bounds every xDS stream it serves.
@@ -495,7 +522,7 @@ func diffOne[T types.Resource](cs *cacheState, c *change, name string, r T, seq 
 	if err != nil {
 		return fmt.Errorf("xds: update: encoding %s %q: %w", cs.key, name, err)
 	}
-	version := cache.HashResource(b)
+	version := rawVersion(b)
 	if old != nil && old.version == version {
 		if c.same == nil {
 			c.same = make(map[string]types.Resource)
@@ -578,5 +605,5 @@ func (s *Server) Version(typeURL, name string, kind NodeKind) (string, bool) {
 	if e == nil {
 		return "", false
 	}
-	return e.version, true
+	return hexVersion(e.version), true
 }

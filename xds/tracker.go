@@ -118,8 +118,26 @@ type sentResponse struct {
 }
 
 type ackedVersion struct {
+	// version is the entry's raw version when seq is not 0, else the version as the
+	// client had it (hex, or whatever it sent).
 	version string
 	seq     uint64 // 0 when the version was no longer current: older than anything current
+}
+
+// is reports whether a is the raw version raw.
+func (a ackedVersion) is(raw string) bool {
+	if a.seq > 0 {
+		return a.version == raw
+	}
+	return versionIs(a.version, raw)
+}
+
+// String is the version as on the wire.
+func (a ackedVersion) String() string {
+	if a.seq > 0 {
+		return hexVersion(a.version)
+	}
+	return a.version
 }
 
 // NACK describes the last response a node rejected.
@@ -549,7 +567,7 @@ func (t *tracker) OnFetchResponse(*discovery.DiscoveryRequest, *discovery.Discov
 func (s *Server) ackedVersion(key cacheKey, name, version string) ackedVersion {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if e := s.caches[key].entries[name]; e != nil && e.version == version {
+	if e := s.caches[key].entries[name]; e != nil && versionIs(version, e.version) {
 		// The entry's string, not the caller's equal one: every stream keeps
 		// one per resource it was sent, and sharing makes that a pointer.
 		return ackedVersion{version: e.version, seq: e.seq}
@@ -622,7 +640,7 @@ func (s *Server) WaitAcked(ctx context.Context, typeURL, name, version string) e
 }
 
 type ackTarget struct {
-	version string // current: ACKing it is always enough
+	version string // current, raw (entry.version): ACKing it is always enough
 	seq     uint64 // ACKing a version at least this recent is enough
 }
 
@@ -667,7 +685,7 @@ func (t *tracker) unacked(typeURL, name string, targets map[cacheKey]ackTarget) 
 		if _, ok := ts.sub.SubscribedResources()[name]; !ok && !ts.sub.IsWildcard() {
 			continue
 		}
-		if a, ok := ts.acked[name]; ok && (a.version == tg.version || a.seq >= tg.seq && a.seq > 0) {
+		if a, ok := ts.acked[name]; ok && (a.is(tg.version) || a.seq >= tg.seq && a.seq > 0) {
 			continue
 		}
 		waiting = append(waiting, st.node.GetId())

@@ -80,33 +80,20 @@ type touchedRoute struct {
 	from string
 }
 
-func (a *admission) svcAt(k Key) *v1.Service {
-	if o, ok := a.over.Services[k]; ok {
+// at reads k from what this call admitted so far, then from the State admitted into.
+func at[T any](over, base map[Key]*T, k Key) *T {
+	if o, ok := over[k]; ok {
 		return o
 	}
-	return a.base.Services[k]
+	return base[k]
 }
 
+func (a *admission) svcAt(k Key) *v1.Service { return at(a.over.Services, a.base.Services, k) }
 func (a *admission) cfgAt(k Key) *v1.Configuration {
-	if o, ok := a.over.Configurations[k]; ok {
-		return o
-	}
-	return a.base.Configurations[k]
+	return at(a.over.Configurations, a.base.Configurations, k)
 }
-
-func (a *admission) routeAt(k Key) *v1.Route {
-	if o, ok := a.over.Routes[k]; ok {
-		return o
-	}
-	return a.base.Routes[k]
-}
-
-func (a *admission) revAt(k Key) *v1.Revision {
-	if o, ok := a.over.Revisions[k]; ok {
-		return o
-	}
-	return a.base.Revisions[k]
-}
+func (a *admission) routeAt(k Key) *v1.Route  { return at(a.over.Routes, a.base.Routes, k) }
+func (a *admission) revAt(k Key) *v1.Revision { return at(a.over.Revisions, a.base.Revisions, k) }
 
 func (a *admission) put(o v1.Object) {
 	r := RefOf(o)

@@ -205,26 +205,12 @@ func (r *reconciler) sortOut() {
 	r.sorted = len(r.out)
 }
 
-func (r *reconciler) rev(k Key) *v1.Revision {
-	if o, ok := r.revs[k]; ok {
-		return o
-	}
-	return r.st.Revisions[k]
-}
-
+// rev, configurationAt and routeAt read what this pass reconciled, then the State.
+func (r *reconciler) rev(k Key) *v1.Revision { return at(r.revs, r.st.Revisions, k) }
 func (r *reconciler) configurationAt(k Key) *v1.Configuration {
-	if o, ok := r.cfgs[k]; ok {
-		return o
-	}
-	return r.st.Configurations[k]
+	return at(r.cfgs, r.st.Configurations, k)
 }
-
-func (r *reconciler) routeAt(k Key) *v1.Route {
-	if o, ok := r.routes[k]; ok {
-		return o
-	}
-	return r.st.Routes[k]
-}
+func (r *reconciler) routeAt(k Key) *v1.Route { return at(r.routes, r.st.Routes, k) }
 
 // revision reconciles one revision and returns it with its new status.
 func (r *reconciler) revision(k Key, rev *v1.Revision) *v1.Revision {

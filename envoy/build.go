@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sluice-dev/sluice/routing"
@@ -67,7 +68,12 @@ var (
 	// nothing per revision; built per revision they were about a sixth of a cluster's memory.
 	edsClusterType   = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 	edsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfigSource}
-	clusterConnect   = durationpb.New(connectTimeout)
+	// lrsSelf asks gRPC clients to report the cluster's load to the server they get xDS from.
+	lrsSelf = &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Self{Self: &corev3.SelfConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+	clusterConnect = durationpb.New(connectTimeout)
 	// h2cOptions is a cluster's typed_extension_protocol_options for an h2c revision: a map,
 	// shared like the rest (nothing ever writes to a built proto).
 	h2cOptions     = map[string]*anypb.Any{httpProtocolOptionsKey: h2cProtocolOptions}
@@ -102,7 +108,11 @@ func mustAny(m proto.Message) *anypb.Any {
 
 // buildCluster depends only on the name and protocol, never on endpoints, so a scale event
 // leaves the cluster (and Envoy's connection pools) untouched.
-func buildCluster(name string, p routing.Protocol) *clusterv3.Cluster {
+//
+// A scaled revision's cluster names the load reporting server: gRPC clients then report its
+// requests in flight to sluice (LRS), which is what the autoscaler scales on. Envoy ignores the
+// field and reports what its bootstrap's load_stats_config and the server's LRS response ask.
+func buildCluster(name string, p routing.Protocol, scaled bool) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: edsClusterType,
@@ -113,7 +123,42 @@ func buildCluster(name string, p routing.Protocol) *clusterv3.Cluster {
 	if p == routing.H2C {
 		c.TypedExtensionProtocolOptions = h2cOptions
 	}
+	if scaled {
+		c.LrsServer = lrsSelf
+	}
 	return c
+}
+
+// Activator metadata: the activator reads these from the one locality of a revision's
+// activator load assignment (there is no metadata on a ClusterLoadAssignment itself).
+const (
+	ActivatorMetadataKey          = "sluice.dev"
+	ActivatorContainerConcurrency = "containerConcurrency"
+	ActivatorTimeoutSeconds       = "timeoutSeconds"
+	ActivatorProtocol             = "protocol"
+)
+
+// buildActivatorLoadAssignment is what activators are told of a scaled revision: its ready
+// instances (never the activator itself) and what the activator needs to forward to them.
+func buildActivatorLoadAssignment(b *routing.Backend) *endpointv3.ClusterLoadAssignment {
+	s := b.Scaled
+	cla := buildLoadAssignment(b.Cluster, s.Instances)
+	loc := &endpointv3.LocalityLbEndpoints{Locality: singleLocality, LoadBalancingWeight: localityWeight}
+	if len(cla.Endpoints) == 1 {
+		loc = cla.Endpoints[0]
+	}
+	for _, lb := range loc.LbEndpoints {
+		lb.HealthStatus = corev3.HealthStatus_HEALTHY
+	}
+	loc.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		ActivatorMetadataKey: {Fields: map[string]*structpb.Value{
+			ActivatorContainerConcurrency: structpb.NewNumberValue(float64(s.ContainerConcurrency)),
+			ActivatorTimeoutSeconds:       structpb.NewNumberValue(float64(s.TimeoutSeconds)),
+			ActivatorProtocol:             structpb.NewStringValue(b.Protocol.String()),
+		}},
+	}}
+	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{loc}
+	return cla
 }
 
 func buildLoadAssignment(name string, eps []routing.Endpoint) *endpointv3.ClusterLoadAssignment {

@@ -19,16 +19,18 @@ type Changes struct {
 	Full bool
 	// Names added, changed or removed, per resource type; a name absent from the Resources is
 	// a removal. Unordered, each name once.
-	Clusters     []string
-	Endpoints    []string
-	Routes       []string
-	Listeners    []string
-	APIListeners []string
+	Clusters           []string
+	Endpoints          []string
+	Routes             []string
+	Listeners          []string
+	APIListeners       []string
+	ActivatorEndpoints []string
 }
 
 // Empty reports whether nothing changed.
 func (c Changes) Empty() bool {
-	return !c.Full && len(c.Clusters)+len(c.Endpoints)+len(c.Routes)+len(c.Listeners)+len(c.APIListeners) == 0
+	return !c.Full && len(c.Clusters)+len(c.Endpoints)+len(c.Routes)+len(c.Listeners)+len(c.APIListeners)+
+		len(c.ActivatorEndpoints) == 0
 }
 
 // LastChanges is what the last Translate or TranslateDiff changed relative to the Resources of
@@ -75,6 +77,10 @@ func (t *Translator) TranslateDiff(tab *routing.Table, d routing.TableDiff) *Res
 				delete(res.Endpoints, name)
 				ch.Clusters = append(ch.Clusters, name)
 				ch.Endpoints = append(ch.Endpoints, name)
+				if old.activatorCLA != nil {
+					delete(res.ActivatorEndpoints, name)
+					ch.ActivatorEndpoints = append(ch.ActivatorEndpoints, name)
+				}
 			}
 			continue
 		}
@@ -92,6 +98,14 @@ func (t *Translator) TranslateDiff(tab *routing.Table, d routing.TableDiff) *Res
 		if old == nil || old.cla != e.cla {
 			res.Endpoints[name] = e.cla
 			ch.Endpoints = append(ch.Endpoints, name)
+		}
+		if (old == nil || old.activatorCLA != e.activatorCLA) && (old != nil && old.activatorCLA != nil || e.activatorCLA != nil) {
+			if e.activatorCLA != nil {
+				res.ActivatorEndpoints[name] = e.activatorCLA
+			} else {
+				delete(res.ActivatorEndpoints, name)
+			}
+			ch.ActivatorEndpoints = append(ch.ActivatorEndpoints, name)
 		}
 	}
 
@@ -189,6 +203,8 @@ func (t *Translator) own() *Resources {
 			Routes:       cloneOrMake(t.last.Routes),
 			Listeners:    t.last.Listeners, // never patched: the gateway listeners are fixed
 			APIListeners: cloneOrMake(t.last.APIListeners),
+
+			ActivatorEndpoints: cloneOrMake(t.last.ActivatorEndpoints),
 		}
 		t.owned = true
 	}

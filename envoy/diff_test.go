@@ -37,6 +37,8 @@ type mrev struct {
 	ns, name string
 	proto    routing.Protocol
 	eps      []routing.Endpoint
+	// scaled is nil for a static revision, else its ready instances (eps may be the activator).
+	scaled *routing.Scaled
 }
 
 func newModel(rng *rand.Rand) *model {
@@ -72,7 +74,7 @@ func (m *model) mutate(rng *rand.Rand) {
 	if len(keys) > 0 {
 		s = m.svcs[keys[rng.IntN(len(keys))]]
 	}
-	switch op := rng.IntN(10); {
+	switch op := rng.IntN(11); {
 	case op == 0 || s == nil:
 		m.addService(rng)
 	case op == 1:
@@ -106,6 +108,26 @@ func (m *model) mutate(rng *rand.Rand) {
 	case op == 8 && len(clusters) > 0:
 		r := m.revs[clusters[rng.IntN(len(clusters))]]
 		r.proto = 1 - r.proto
+	case op == 9 && len(clusters) > 0:
+		r := m.revs[clusters[rng.IntN(len(clusters))]]
+		switch {
+		case r.scaled == nil:
+			r.scaled = &routing.Scaled{ContainerConcurrency: int64(rng.IntN(3)), TimeoutSeconds: 300}
+		case rng.IntN(3) == 0:
+			r.scaled = nil
+		default:
+			// A scale event: the activator sees the instances, the gateway maybe the activator.
+			sc := *r.scaled
+			sc.Instances = nil
+			for i := range rng.IntN(3) {
+				sc.Instances = append(sc.Instances, routing.Endpoint{Host: "127.0.0.1", Port: uint32(9000 + i)})
+			}
+			r.scaled = &sc
+			r.eps = sc.Instances
+			if len(r.eps) == 0 || rng.IntN(2) == 0 {
+				r.eps = []routing.Endpoint{{Host: "127.0.0.1", Port: 8012}}
+			}
+		}
 	default:
 		m.addRev(rng, "default", fmt.Sprintf("orphan-%d", rng.IntN(4)))
 	}
@@ -146,7 +168,13 @@ func (m *model) table() *routing.Table {
 		}
 	}
 	for c, r := range m.revs {
-		tab.Backends = append(tab.Backends, routing.Backend{Cluster: c, Namespace: r.ns, Revision: r.name, Protocol: r.proto, Endpoints: slices.Clone(r.eps)})
+		b := routing.Backend{Cluster: c, Namespace: r.ns, Revision: r.name, Protocol: r.proto, Endpoints: slices.Clone(r.eps)}
+		if r.scaled != nil {
+			sc := *r.scaled
+			sc.Instances = slices.Clone(sc.Instances)
+			b.Scaled = &sc
+		}
+		tab.Backends = append(tab.Backends, b)
 	}
 	slices.SortFunc(tab.Hosts, func(a, b routing.VirtualHost) int {
 		if c := strings.Compare(a.Name, b.Name); c != 0 {
@@ -221,13 +249,14 @@ func resourceMaps(r *Resources) map[string]map[string]proto.Message {
 		"routes":        asMessages(r.Routes),
 		"listeners":     asMessages(r.Listeners),
 		"api listeners": asMessages(r.APIListeners),
+		"activator":     asMessages(r.ActivatorEndpoints),
 	}
 }
 
 func changeLists(c Changes) map[string][]string {
 	return map[string][]string{
 		"clusters": c.Clusters, "endpoints": c.Endpoints, "routes": c.Routes,
-		"listeners": c.Listeners, "api listeners": c.APIListeners,
+		"listeners": c.Listeners, "api listeners": c.APIListeners, "activator": c.ActivatorEndpoints,
 	}
 }
 
@@ -324,7 +353,8 @@ func TestTranslateDiffMatchesFresh(t *testing.T) {
 // shallowSnapshot copies the maps (not the protos) of r.
 func shallowSnapshot(r *Resources) *Resources {
 	return &Resources{Clusters: maps.Clone(r.Clusters), Endpoints: maps.Clone(r.Endpoints), Routes: maps.Clone(r.Routes),
-		Listeners: maps.Clone(r.Listeners), APIListeners: maps.Clone(r.APIListeners)}
+		Listeners: maps.Clone(r.Listeners), APIListeners: maps.Clone(r.APIListeners),
+		ActivatorEndpoints: maps.Clone(r.ActivatorEndpoints)}
 }
 
 func checkSameResources(t *testing.T, where string, got, want *Resources) {

@@ -23,5 +23,13 @@ func equalHTTPRoute(a, b routing.HTTPRoute) bool {
 
 func equalBackend(a, b *routing.Backend) bool {
 	return a.Cluster == b.Cluster && a.Namespace == b.Namespace && a.Revision == b.Revision &&
-		a.Protocol == b.Protocol && slices.Equal(a.Endpoints, b.Endpoints)
+		a.Protocol == b.Protocol && slices.Equal(a.Endpoints, b.Endpoints) && equalScaled(a.Scaled, b.Scaled)
+}
+
+func equalScaled(a, b *routing.Scaled) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.ContainerConcurrency == b.ContainerConcurrency && a.TimeoutSeconds == b.TimeoutSeconds &&
+		slices.Equal(a.Instances, b.Instances)
 }

@@ -23,6 +23,8 @@ func memoTable() *routing.Table {
 		vh := cloneVirtualHost(&routing.VirtualHost{Routes: rs})
 		return vh.Routes
 	}
+	scaled := backend("default", "hello-00001", routing.HTTP1, ep("10.0.0.5", 8080))
+	scaled.Scaled = &routing.Scaled{Instances: []routing.Endpoint{ep("10.0.0.5", 8080)}, ContainerConcurrency: 10, TimeoutSeconds: 300}
 	return &routing.Table{
 		Hosts: []routing.VirtualHost{
 			{Name: "bye.default.example.com", Namespace: "default", Route: "bye",
@@ -34,7 +36,7 @@ func memoTable() *routing.Table {
 		},
 		Backends: []routing.Backend{
 			backend("default", "bye-00001", routing.HTTP1, ep("10.0.0.4", 8080)),
-			backend("default", "hello-00001", routing.HTTP1, ep("10.0.0.5", 8080)),
+			scaled,
 			backend("default", "hello-00002", routing.H2C, ep("10.0.0.6", 8080)),
 		},
 	}
@@ -214,6 +216,15 @@ func mutations(v reflect.Value, path string) []mutation {
 				ms = append(ms, mutation{m.path, func(x reflect.Value) { m.apply(x.Field(i)) }})
 			}
 		}
+	case reflect.Pointer:
+		if v.IsNil() {
+			ms = append(ms, mutation{path + "=new", func(x reflect.Value) { x.Set(reflect.New(x.Type().Elem())) }})
+			break
+		}
+		ms = append(ms, mutation{path + "=nil", func(x reflect.Value) { x.Set(reflect.Zero(x.Type())) }})
+		for _, m := range mutations(v.Elem(), path) {
+			ms = append(ms, mutation{m.path, func(x reflect.Value) { m.apply(x.Elem()) }})
+		}
 	case reflect.Slice:
 		ms = append(ms, mutation{path + "+", func(x reflect.Value) {
 			x.Set(reflect.Append(x, reflect.Zero(x.Type().Elem())))
@@ -323,5 +334,10 @@ func cloneVirtualHost(vh *routing.VirtualHost) routing.VirtualHost {
 func cloneBackend(b *routing.Backend) routing.Backend {
 	c := *b
 	c.Endpoints = slices.Clone(b.Endpoints)
+	if b.Scaled != nil {
+		sc := *b.Scaled
+		sc.Instances = slices.Clone(sc.Instances)
+		c.Scaled = &sc
+	}
 	return c
 }

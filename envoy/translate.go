@@ -59,6 +59,9 @@ type Resources struct {
 	Listeners map[string]*listenerv3.Listener
 	// APIListeners are for gRPC nodes, one per host, named by the host.
 	APIListeners map[string]*listenerv3.Listener
+	// ActivatorEndpoints are for activators: one per scaled revision, named like its cluster,
+	// listing its ready instances even while Endpoints send its traffic to the activator.
+	ActivatorEndpoints map[string]*endpointv3.ClusterLoadAssignment
 }
 
 // Translator turns Tables into Resources, remembering what it built last time so that an
@@ -126,6 +129,8 @@ type backendEntry struct {
 	ir      routing.Backend // the Table's own value, like hostEntry.ir
 	cluster *clusterv3.Cluster
 	cla     *endpointv3.ClusterLoadAssignment
+	// activatorCLA is the activator's load assignment; nil unless the revision is scaled.
+	activatorCLA *endpointv3.ClusterLoadAssignment
 	// headers are the split headers of every route to this revision. Sharing them keeps
 	// memory proportional to revisions rather than to routes (a revision is typically the
 	// target of its service's main route, a tag route and a tag host, on two listeners).
@@ -210,7 +215,7 @@ func (t *Translator) Translate(tab *routing.Table) *Resources {
 	if len(t.backends) != len(tab.Backends) {
 		changedBackends = append(changedBackends, t.sweepBackends()...)
 	}
-	res.Clusters, res.Endpoints = prev.Clusters, prev.Endpoints
+	res.Clusters, res.Endpoints, res.ActivatorEndpoints = prev.Clusters, prev.Endpoints, prev.ActivatorEndpoints
 	if len(changedBackends) > 0 || prev.Clusters == nil {
 		res.Clusters = patch(prev.Clusters, changedBackends, func(name string) *clusterv3.Cluster {
 			if e := t.backends[name]; e != nil {
@@ -221,6 +226,12 @@ func (t *Translator) Translate(tab *routing.Table) *Resources {
 		res.Endpoints = patch(prev.Endpoints, changedBackends, func(name string) *endpointv3.ClusterLoadAssignment {
 			if e := t.backends[name]; e != nil {
 				return e.cla
+			}
+			return nil
+		})
+		res.ActivatorEndpoints = patch(prev.ActivatorEndpoints, changedBackends, func(name string) *endpointv3.ClusterLoadAssignment {
+			if e := t.backends[name]; e != nil {
+				return e.activatorCLA
 			}
 			return nil
 		})
@@ -419,15 +430,22 @@ func (t *Translator) buildBackend(old *backendEntry, b *routing.Backend) *backen
 	e := &backendEntry{ir: *b}
 	// The cluster and its load assignment change independently: endpoints move on every
 	// scale event, the protocol practically never.
-	if old != nil && old.ir.Protocol == b.Protocol {
+	if old != nil && old.ir.Protocol == b.Protocol && (old.ir.Scaled == nil) == (b.Scaled == nil) {
 		e.cluster = old.cluster
 	} else {
-		e.cluster = buildCluster(b.Cluster, b.Protocol)
+		e.cluster = buildCluster(b.Cluster, b.Protocol, b.Scaled != nil)
 	}
 	if old != nil && slices.Equal(old.ir.Endpoints, b.Endpoints) {
 		e.cla = old.cla
 	} else {
 		e.cla = buildLoadAssignment(b.Cluster, b.Endpoints)
+	}
+	switch {
+	case b.Scaled == nil:
+	case old != nil && old.ir.Protocol == b.Protocol && equalScaled(old.ir.Scaled, b.Scaled):
+		e.activatorCLA = old.activatorCLA
+	default:
+		e.activatorCLA = buildActivatorLoadAssignment(b)
 	}
 	if old != nil && old.ir.Namespace == b.Namespace && old.ir.Revision == b.Revision {
 		e.headers, e.ns = old.headers, old.ns // e takes over old's reference

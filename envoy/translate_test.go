@@ -1,12 +1,14 @@
 package envoy
 
 import (
+	"net"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -415,3 +417,52 @@ func TestSameHostInBothVisibilities(t *testing.T) {
 }
 
 func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
+
+// TestScaledBackend: a scaled revision's gateways may be sent to the activator while the activator
+// is told the instances, with what it needs to respect containerConcurrency and the timeout.
+func TestScaledBackend(t *testing.T) {
+	b := backend("default", "hello-00001", routing.H2C, ep("127.0.0.1", 8012))
+	b.Scaled = &routing.Scaled{Instances: []routing.Endpoint{ep("127.0.0.1", 9001), ep("127.0.0.1", 9002)}, ContainerConcurrency: 10, TimeoutSeconds: 60}
+	static := backend("default", "bye-00001", routing.HTTP1, ep("10.0.0.1", 80))
+	res := NewTranslator(Options{}).Translate(&routing.Table{Backends: []routing.Backend{static, b}})
+	validateResources(t, res)
+
+	if got := endpointAddrs(res.Endpoints[b.Cluster]); !slices.Equal(got, []string{"127.0.0.1:8012"}) {
+		t.Errorf("gateway endpoints = %v, want the activator", got)
+	}
+	cla := res.ActivatorEndpoints[b.Cluster]
+	if got := endpointAddrs(cla); !slices.Equal(got, []string{"127.0.0.1:9001", "127.0.0.1:9002"}) {
+		t.Errorf("activator endpoints = %v, want the instances", got)
+	}
+	md := cla.GetEndpoints()[0].GetMetadata().GetFilterMetadata()[ActivatorMetadataKey].GetFields()
+	if md[ActivatorContainerConcurrency].GetNumberValue() != 10 || md[ActivatorTimeoutSeconds].GetNumberValue() != 60 ||
+		md[ActivatorProtocol].GetStringValue() != "h2c" {
+		t.Errorf("activator metadata = %v", md)
+	}
+	if _, ok := res.ActivatorEndpoints[static.Cluster]; ok {
+		t.Errorf("a static revision has an activator load assignment")
+	}
+	if res.Clusters[static.Cluster].GetLrsServer() != nil {
+		t.Errorf("a static revision's cluster asks for load reports")
+	}
+
+	// At zero the activator's assignment still names the revision, with no instance.
+	b.Scaled = &routing.Scaled{TimeoutSeconds: 60}
+	res = NewTranslator(Options{}).Translate(&routing.Table{Backends: []routing.Backend{b}})
+	validateResources(t, res)
+	if cla := res.ActivatorEndpoints[b.Cluster]; len(cla.GetEndpoints()) != 1 || len(endpointAddrs(cla)) != 0 {
+		t.Errorf("activator assignment at zero = %v, want one locality without endpoints", cla)
+	}
+}
+
+func endpointAddrs(cla *endpointv3.ClusterLoadAssignment) []string {
+	var out []string
+	for _, loc := range cla.GetEndpoints() {
+		for _, lb := range loc.GetLbEndpoints() {
+			sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+			out = append(out, net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))))
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -90,6 +90,12 @@ func validateResources(t *testing.T, res *Resources) {
 	for k, e := range res.Endpoints {
 		check("load assignment", k, e.GetClusterName(), e)
 	}
+	for k, e := range res.ActivatorEndpoints {
+		check("activator load assignment", k, e.GetClusterName(), e)
+		if res.Clusters[k].GetLrsServer().GetSelf() == nil {
+			t.Errorf("cluster %q of a scaled revision does not ask for load reports", k)
+		}
+	}
 	for k, r := range res.Routes {
 		check("route configuration", k, r.GetName(), r)
 		for _, vh := range r.GetVirtualHosts() {

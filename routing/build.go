@@ -140,14 +140,16 @@ func route(st *State, ns string, splits []Split, tag string) HTTPRoute {
 // backendOf is a revision's backend. When old (the revision's previous backend) equals it, old
 // is returned as it is, with changed false, so its slices stay the same.
 func backendOf(k Key, rev *v1.Revision, src EndpointSource, old *Backend) (b Backend, changed bool) {
-	eps := src.Instances(rev).Endpoints
+	in := src.Instances(rev)
+	eps := in.Endpoints
 	copied := false
 	if !slices.IsSortedFunc(eps, compareEndpoints) {
 		eps, copied = slices.Clone(eps), true
 		sortEndpoints(eps)
 	}
 	proto := protocolOf(rev)
-	if old != nil && old.Protocol == proto && slices.Equal(old.Endpoints, eps) {
+	scaled := scaledOf(rev, in)
+	if old != nil && old.Protocol == proto && slices.Equal(old.Endpoints, eps) && equalScaled(old.Scaled, scaled) {
 		return *old, false
 	}
 	if len(eps) == 0 {
@@ -156,13 +158,44 @@ func backendOf(k Key, rev *v1.Revision, src EndpointSource, old *Backend) (b Bac
 		// Keep a copy: the source may share its slice (StaticEndpoints does).
 		eps = slices.Clone(eps)
 	}
+	if old != nil && equalScaled(old.Scaled, scaled) {
+		scaled = old.Scaled
+	}
 	return Backend{
 		Cluster:   ClusterName(k.Namespace, k.Name),
 		Namespace: k.Namespace,
 		Revision:  k.Name,
 		Protocol:  proto,
 		Endpoints: eps,
+		Scaled:    scaled,
 	}, true
+}
+
+// scaledOf is the activator's view of a scaled revision; nil when sluice does not scale it.
+func scaledOf(rev *v1.Revision, in Instances) *Scaled {
+	if !in.Scaled {
+		return nil
+	}
+	s := &Scaled{TimeoutSeconds: v1.DefaultTimeoutSeconds}
+	if len(in.Backends) > 0 {
+		s.Instances = slices.Clone(in.Backends)
+		sortEndpoints(s.Instances)
+	}
+	if cc := rev.Spec.ContainerConcurrency; cc != nil {
+		s.ContainerConcurrency = *cc
+	}
+	if t := rev.Spec.TimeoutSeconds; t != nil {
+		s.TimeoutSeconds = *t
+	}
+	return s
+}
+
+func equalScaled(a, b *Scaled) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.ContainerConcurrency == b.ContainerConcurrency && a.TimeoutSeconds == b.TimeoutSeconds &&
+		slices.Equal(a.Instances, b.Instances)
 }
 
 func protocolOf(rev *v1.Revision) Protocol {

@@ -14,6 +14,11 @@ type Instances struct {
 	Ready     bool
 	// Reason and Message say why the revision is not ready; they become its Ready condition.
 	Reason, Message string
+	// Scaled says sluice scales the revision. Backends are then its ready instances, which
+	// Endpoints may replace with the activator (at zero, or when the autoscaler keeps the
+	// activator in the path).
+	Scaled   bool
+	Backends []Endpoint
 }
 
 // EndpointSource finds a revision's instances. It is the seam for where instances come from:

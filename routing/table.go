@@ -99,6 +99,21 @@ type Backend struct {
 	Protocol  Protocol
 	// Endpoints are where requests go now. An empty list means nothing can serve the revision.
 	Endpoints []Endpoint
+	// Scaled is set for a revision sluice scales (local processes): its cluster reports load to
+	// the autoscaler, and the activator is told its instances. nil for static endpoints, which
+	// never go through the activator.
+	Scaled *Scaled
+}
+
+// Scaled is what the activator needs to know of a revision it may stand in for.
+type Scaled struct {
+	// Instances are the revision's ready instances. They are Endpoints, unless the revision is
+	// at zero or the autoscaler keeps the activator in its path: then Endpoints is the activator
+	// and these are where the activator forwards.
+	Instances []Endpoint
+	// ContainerConcurrency caps in-flight requests per instance; 0 is unlimited.
+	ContainerConcurrency int64
+	TimeoutSeconds       int64
 }
 
 // Endpoint is one address requests can be sent to.

@@ -46,7 +46,7 @@ type TypeStatus struct {
 func (s *Server) Debug(typeFilter string) DebugState {
 	var out DebugState
 	s.mu.RLock()
-	for _, key := range []cacheKey{keyClusters, keyEndpoints, keyRoutes, keyEnvoyListener, keyGRPCListener} {
+	for _, key := range []cacheKey{keyClusters, keyEndpoints, keyRoutes, keyEnvoyListener, keyGRPCListener, keyActivatorEDS} {
 		cs := s.caches[key]
 		if !strings.Contains(cs.typeURL, typeFilter) {
 			continue

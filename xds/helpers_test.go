@@ -316,6 +316,8 @@ func (r *Resources) clone() *Resources {
 		Routes:       cloneMap(r.Routes),
 		Listeners:    cloneMap(r.Listeners),
 		APIListeners: cloneMap(r.APIListeners),
+
+		ActivatorEndpoints: cloneMap(r.ActivatorEndpoints),
 	}
 }
 

@@ -6,14 +6,17 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 )
 
-// NodeKind says which listeners an xDS client is served: Envoy gateways get the
-// real listeners, proxyless gRPC clients get API listeners named by host.
-// Clusters, endpoints and route configurations are the same for both.
+// NodeKind says what an xDS client is served: Envoy gateways get the real
+// listeners, proxyless gRPC clients get API listeners named by host; clusters,
+// endpoints and route configurations are the same for both. Activators get only
+// load assignments, their own: a scaled revision's ready instances, even while
+// the gateways' assignment for it points at the activator.
 type NodeKind string
 
 const (
-	NodeEnvoy NodeKind = "envoy"
-	NodeGRPC  NodeKind = "grpc"
+	NodeEnvoy     NodeKind = "envoy"
+	NodeGRPC      NodeKind = "grpc"
+	NodeActivator NodeKind = "activator"
 )
 
 // NodeKindMetadataKey lets a client state its kind in node metadata when its
@@ -21,7 +24,7 @@ const (
 const NodeKindMetadataKey = "sluice.dev/node-kind"
 
 // NodeKinds lists every kind, in a stable order.
-var NodeKinds = []NodeKind{NodeEnvoy, NodeGRPC}
+var NodeKinds = []NodeKind{NodeEnvoy, NodeGRPC, NodeActivator}
 
 // ClassifyNode tells the kind of an xDS client. gRPC sets user_agent_name to
 // "gRPC Go", "gRPC Java", "gRPC C-core"…; anything else, including a node that
@@ -34,6 +37,8 @@ func ClassifyNode(node *core.Node) NodeKind {
 			return NodeEnvoy
 		case NodeGRPC:
 			return NodeGRPC
+		case NodeActivator:
+			return NodeActivator
 		}
 	}
 	if strings.HasPrefix(strings.ToLower(node.GetUserAgentName()), "grpc") {

@@ -64,6 +64,9 @@ type Resources struct {
 	Routes       map[string]*routev3.RouteConfiguration // shared by Envoy's listeners and gRPC's API listeners
 	Listeners    map[string]*listenerv3.Listener        // Envoy nodes only
 	APIListeners map[string]*listenerv3.Listener        // gRPC nodes only, named by host
+	// ActivatorEndpoints are activators' load assignments (activator nodes only), named like
+	// the gateways' ones.
+	ActivatorEndpoints map[string]*endpointv3.ClusterLoadAssignment
 }
 
 // UpdateStats says what an Update changed.
@@ -108,11 +111,18 @@ const (
 	keyRoutes        cacheKey = "routes"
 	keyEnvoyListener cacheKey = "listeners/envoy"
 	keyGRPCListener  cacheKey = "listeners/grpc"
+	keyActivatorEDS  cacheKey = "endpoints/activator"
 )
 
 // keyFor maps a request's type and the client's kind to its cache; ok is false
 // for a type sluice does not serve.
 func keyFor(typeURL string, kind NodeKind) (cacheKey, bool) {
+	if kind == NodeActivator {
+		if typeURL == resource.EndpointType {
+			return keyActivatorEDS, true
+		}
+		return "", false
+	}
 	switch typeURL {
 	case resource.ClusterType:
 		return keyClusters, true
@@ -207,11 +217,12 @@ func NewServer(ctx context.Context, opts Options) (*Server, error) {
 			entries: make(map[string]*entry),
 		}
 	}
-	add(keyClusters, resource.ClusterType, NodeKinds...)
-	add(keyEndpoints, resource.EndpointType, NodeKinds...)
-	add(keyRoutes, resource.RouteType, NodeKinds...)
+	add(keyClusters, resource.ClusterType, NodeEnvoy, NodeGRPC)
+	add(keyEndpoints, resource.EndpointType, NodeEnvoy, NodeGRPC)
+	add(keyRoutes, resource.RouteType, NodeEnvoy, NodeGRPC)
 	add(keyEnvoyListener, resource.ListenerType, NodeEnvoy)
 	add(keyGRPCListener, resource.ListenerType, NodeGRPC)
+	add(keyActivatorEDS, resource.EndpointType, NodeActivator)
 
 	mux := &cache.MuxCache{
 		Classify: func(r *cache.Request) string {
@@ -275,13 +286,15 @@ type Changes struct {
 	Clusters     []string
 	Endpoints    []string
 	Routes       []string
-	Listeners    []string
-	APIListeners []string
+	Listeners          []string
+	APIListeners       []string
+	ActivatorEndpoints []string
 }
 
 // Empty reports whether c names nothing (and is not Full).
 func (c *Changes) Empty() bool {
-	return !c.Full && len(c.Clusters)+len(c.Endpoints)+len(c.Routes)+len(c.Listeners)+len(c.APIListeners) == 0
+	return !c.Full && len(c.Clusters)+len(c.Endpoints)+len(c.Routes)+len(c.Listeners)+len(c.APIListeners)+
+		len(c.ActivatorEndpoints) == 0
 }
 
 // UpdateChanged is Update when only the resources ch names can differ from what
@@ -315,6 +328,10 @@ func (s *Server) UpdateChanged(res *Resources, ch Changes) (UpdateStats, error) 
 	early.Routes, late.Routes = splitNames(ch.Routes, func(name string) bool { _, gw := res.Listeners[name]; return gw })
 	early.Clusters, gone.Clusters = splitNames(ch.Clusters, func(name string) bool { _, ok := res.Clusters[name]; return !ok })
 	early.Endpoints, gone.Endpoints = splitNames(ch.Endpoints, func(name string) bool { _, ok := res.Endpoints[name]; return !ok })
+	early.ActivatorEndpoints, gone.ActivatorEndpoints = splitNames(ch.ActivatorEndpoints, func(name string) bool {
+		_, ok := res.ActivatorEndpoints[name]
+		return !ok
+	})
 	var stats UpdateStats
 	for _, phase := range []*Changes{&early, &late, &gone} {
 		if phase != &early && phase.Empty() {
@@ -365,6 +382,7 @@ func (s *Server) update(res *Resources, ch *Changes) (UpdateStats, error) {
 		{keyRoutes, diffFunc(res.Routes, full, ch.Routes)},
 		{keyEnvoyListener, diffFunc(res.Listeners, full, ch.Listeners)},
 		{keyGRPCListener, diffFunc(res.APIListeners, full, ch.APIListeners)},
+		{keyActivatorEDS, diffFunc(res.ActivatorEndpoints, full, ch.ActivatorEndpoints)},
 	} {
 		c, err := d.diff(s.caches[d.key], seq, &stats)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
@@ -481,5 +482,58 @@ func TestUpdateChangedRemovesClustersAfterTheRoutesThatUsedThem(t *testing.T) {
 	second := d.recv()
 	if second.GetTypeUrl() != resource.ClusterType || len(second.GetRemovedResources()) != 2 {
 		t.Fatalf("second push: %s removed %v; want both of svc1's clusters removed", second.GetTypeUrl(), second.GetRemovedResources())
+	}
+}
+
+// An activator is served its own load assignments (the instances behind a revision that
+// gateways may be sending to the activator), by wildcard, and nothing else; its ACKs count for
+// WaitAcked on the revision's name.
+func TestActivatorNode(t *testing.T) {
+	h := newHarness(t)
+	res := fixture(1)
+	res.ActivatorEndpoints = map[string]*endpointv3.ClusterLoadAssignment{revA: cla(revA, 9001)}
+	res.Endpoints[revA] = cla(revA, 8012)
+	h.update(res)
+
+	act := &core.Node{Id: "act-1", UserAgentName: "sluice-activator", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+		NodeKindMetadataKey: structpb.NewStringValue("activator"),
+	}}}
+	if k := ClassifyNode(act); k != NodeActivator {
+		t.Fatalf("ClassifyNode = %s", k)
+	}
+	c := h.delta(act)
+	c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType})
+	r := c.recv()
+	if got := deltaNames(r); len(got) != 1 || got[revA] == "" {
+		t.Fatalf("activator EDS: %v", got)
+	}
+	var got endpointv3.ClusterLoadAssignment
+	if err := r.GetResources()[0].GetResource().UnmarshalTo(&got); err != nil {
+		t.Fatal(err)
+	}
+	if p := got.GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress().GetPortValue(); p != 9001 {
+		t.Errorf("activator got port %d, want its own assignment's 9001", p)
+	}
+	c.ack(r)
+
+	cds := h.delta(act)
+	cds.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType})
+	if _, err := cds.stream.Recv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "activator") {
+		t.Errorf("activator CDS: err = %v, want InvalidArgument naming activators", err)
+	}
+
+	next := res.clone()
+	next.ActivatorEndpoints = map[string]*endpointv3.ClusterLoadAssignment{revA: cla(revA, 9002)}
+	h.update(next)
+	v, _ := h.srv.Version(resource.EndpointType, revA, NodeActivator)
+	r = c.recv()
+	ctx, cancel := context.WithCancel(h.ctx)
+	cancel()
+	if err := h.srv.WaitAcked(ctx, resource.EndpointType, revA, v); err == nil || !strings.Contains(err.Error(), "act-1") {
+		t.Fatalf("before the activator's ACK: err = %v", err)
+	}
+	c.ack(r)
+	if err := h.srv.WaitAcked(h.ctx, resource.EndpointType, revA, v); err != nil {
+		t.Fatalf("after ACK: %v", err)
 	}
 }

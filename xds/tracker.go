@@ -299,7 +299,11 @@ func (st *streamState) typeState(typeURL string) *typeState {
 	return ts
 }
 
-func unsupported(typeURL string) error {
+func unsupported(typeURL string, kind NodeKind) error {
+	if kind == NodeActivator {
+		return status.Errorf(codes.InvalidArgument,
+			"sluice serves activator nodes only load assignments; unsupported type URL %q", typeURL)
+	}
 	return status.Errorf(codes.InvalidArgument,
 		"sluice serves only clusters, endpoints, listeners and route configurations; unsupported type URL %q", typeURL)
 }
@@ -397,7 +401,7 @@ func (t *tracker) streamRequest(id int64, req *discovery.DiscoveryRequest) (cont
 		typeURL = st.defaultType
 	}
 	if _, ok := keyFor(typeURL, st.kind); !ok {
-		return nil, 0, unsupported(typeURL)
+		return nil, 0, unsupported(typeURL, st.kind)
 	}
 	ts := st.typeState(typeURL)
 	nonce := req.GetResponseNonce()
@@ -500,7 +504,7 @@ func (t *tracker) deltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) (
 	}
 	key, ok := keyFor(typeURL, st.kind)
 	if !ok {
-		return nil, 0, unsupported(typeURL)
+		return nil, 0, unsupported(typeURL, st.kind)
 	}
 	ts := st.typeState(typeURL)
 	if nonce := req.GetResponseNonce(); nonce != "" {
@@ -648,14 +652,19 @@ func (s *Server) ackTargets(typeURL, name string) (map[cacheKey]ackTarget, error
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	targets := make(map[cacheKey]ackTarget, 2)
+	served := false
 	for _, kind := range NodeKinds {
 		key, ok := keyFor(typeURL, kind)
 		if !ok {
-			return nil, unsupported(typeURL)
+			continue
 		}
+		served = true
 		if e := s.caches[key].entries[name]; e != nil {
 			targets[key] = ackTarget{version: e.version, seq: e.seq}
 		}
+	}
+	if !served {
+		return nil, unsupported(typeURL, NodeEnvoy)
 	}
 	if len(targets) == 0 {
 		return nil, ErrNotFound

@@ -1,0 +1,455 @@
+// Package autoscaler runs Knative's KPA for the revisions sluice scales. Every tick it asks the
+// pure decision functions of autoscaler/scaling what each revision needs, given the load the
+// data plane and the activators reported (autoscaler/metrics), and carries the answer out:
+// instances through a Scaler (local processes standalone, Deployments on Kubernetes), and the
+// data path through the load assignments it answers the control-plane loop with (it is the
+// loop's endpoint source for scaled revisions).
+//
+// The data path moves in one direction before the instances do. Going to zero, the revision's
+// gateway load assignment is flipped to the activator, and only once every connected client has
+// acknowledged that push does the autoscaler let Bound scale to zero. An instance that stops is
+// first left out of the assignments and the push acknowledged (Scaler's stop hook,
+// WaitRemoved), so no request is sent to an instance that is going away.
+package autoscaler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/sluice-dev/sluice/autoscaler/scaling"
+	"github.com/sluice-dev/sluice/routing"
+	v1 "github.com/sluice-dev/sluice/routing/v1"
+	"github.com/sluice-dev/sluice/xds"
+)
+
+// Scaler runs revisions' instances.
+type Scaler interface {
+	// Check says whether rev can run at all; its error becomes the revision's not-Ready reason.
+	Check(rev *v1.Revision) error
+	// Scale sets how many instances rev should have.
+	Scale(rev *v1.Revision, n int)
+	// Forget stops every instance of a revision that is gone.
+	Forget(key routing.Key)
+	// Instances are a revision's instances now.
+	Instances(key routing.Key) Instances
+	// Changes is signalled (coalescing) when some revision's Instances changed; Changed names them.
+	Changes() <-chan struct{}
+	Changed() []routing.Key
+}
+
+// Instances are a Scaler's view of one revision.
+type Instances struct {
+	Desired, Actual, Ready int
+	// Endpoints are the ready instances, sorted.
+	Endpoints []routing.Endpoint
+	// Failure says why instances do not become ready (an exit code, a failing probe); "" if none.
+	Failure string
+}
+
+// Metrics are the load the autoscaler decides on.
+type Metrics interface {
+	// Averages are the revision's metric (total over its instances) averaged over the stable and
+	// the panic window ending at now; ok is false when the windows hold no data.
+	Averages(key routing.Key, m scaling.Metric, stable, panic time.Duration, now time.Time) (stableAvg, panicAvg float64, ok bool)
+}
+
+// Acks tell when the data plane applied a change: xds.Server.
+type Acks interface {
+	WaitAcked(ctx context.Context, typeURL, name, version string) error
+}
+
+// Options configure an Autoscaler.
+type Options struct {
+	// Defaults are the global autoscaling configuration revisions' annotations refine.
+	Defaults scaling.Config
+	// Activator is where gateways send a revision's requests while the activator is in its path.
+	Activator routing.Endpoint
+	// TickInterval is how often every revision is decided on; default 2s (Knative's).
+	TickInterval time.Duration
+	Logger       *slog.Logger
+	Now          func() time.Time
+}
+
+// Status is what `sluice get revisions` shows of a revision's scale.
+type Status struct {
+	Desired, Actual, Ready int32
+	Mode                   string // "serve" or "proxy"
+	Reason                 string
+}
+
+// Autoscaler owns the scale of every revision that has a Scaler-runnable template.
+type Autoscaler struct {
+	opts    Options
+	scaler  Scaler
+	metrics Metrics
+	acks    Acks
+	state   func() *routing.State
+	log     *slog.Logger
+
+	wake    chan struct{} // a tick is wanted now (a poke, a new revision, an acknowledged flip)
+	changes chan struct{} // to the control-plane loop: Changed has something
+
+	mu      sync.Mutex
+	revs    map[routing.Key]*revision
+	changed map[routing.Key]bool
+	// answers are the Instances answers of the current control-plane pass, pushed those of the
+	// last pass that pushed: what connected clients have been sent (or are being sent).
+	answers, pushed map[routing.Key]routing.Instances
+	synced          chan struct{} // closed (and replaced) after every pass that pushed
+	waits           sync.WaitGroup
+	ctx             context.Context // Run's; nil before Run
+}
+
+// revision is the autoscaler's record of one scaled revision.
+type revision struct {
+	rev    *v1.Revision
+	cfg    scaling.Config
+	cfgErr error
+	dec    scaling.State
+	bound  scaling.BoundState
+	// mode is what Instances answers: the activator or the instances.
+	mode scaling.Mode
+	// flip counts mode changes, so an acknowledgement of an older flip is ignored.
+	flip uint64
+	// activatorSince is when clients acknowledged the flip to the activator; zero otherwise.
+	activatorSince time.Time
+	everReady      bool
+	last           scaling.Action
+	desired        int32
+	decided        bool
+}
+
+// New returns an Autoscaler; Run drives it. state is the stored state (store.State).
+func New(scaler Scaler, metrics Metrics, acks Acks, state func() *routing.State, opts Options) *Autoscaler {
+	if opts.TickInterval <= 0 {
+		opts.TickInterval = 2 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Autoscaler{
+		opts: opts, scaler: scaler, metrics: metrics, acks: acks, state: state, log: opts.Logger,
+		wake:    make(chan struct{}, 1),
+		changes: make(chan struct{}, 1),
+		revs:    map[routing.Key]*revision{},
+		changed: map[routing.Key]bool{},
+		answers: map[routing.Key]routing.Instances{},
+		pushed:  map[routing.Key]routing.Instances{},
+		synced:  make(chan struct{}),
+	}
+}
+
+// Run ticks until ctx is done, then waits for the goroutines it started.
+func (a *Autoscaler) Run(ctx context.Context) {
+	a.mu.Lock()
+	a.ctx = ctx
+	a.mu.Unlock()
+	defer a.waits.Wait()
+	t := time.NewTicker(a.opts.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.scaler.Changes():
+			// The scaler's news is the loop's too; a new ready instance may also settle a wait.
+			a.signal()
+			a.poke()
+			continue
+		case <-t.C:
+		case <-a.wake:
+		}
+		a.Tick()
+	}
+}
+
+// Poke asks for a decision now rather than at the next tick: the activator holds a request for a
+// revision at zero.
+func (a *Autoscaler) Poke() { a.poke() }
+
+func (a *Autoscaler) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Autoscaler) signal() {
+	select {
+	case a.changes <- struct{}{}:
+	default:
+	}
+}
+
+// Tick decides every scaled revision once. It never holds its lock while calling the Scaler,
+// whose stop hook (WaitRemoved) takes that lock.
+func (a *Autoscaler) Tick() {
+	a.mu.Lock()
+	keys := make([]routing.Key, 0, len(a.revs))
+	for k := range a.revs {
+		keys = append(keys, k)
+	}
+	a.mu.Unlock()
+	if len(keys) == 0 {
+		return
+	}
+	st := a.state()
+	now := a.opts.Now()
+	reachable := reachableRevisions(st)
+	for _, key := range keys {
+		rev := st.Revisions[key]
+		if rev == nil {
+			a.mu.Lock()
+			delete(a.revs, key)
+			delete(a.answers, key)
+			a.mu.Unlock()
+			a.scaler.Forget(key)
+			continue
+		}
+		inst := a.scaler.Instances(key)
+		a.mu.Lock()
+		r := a.revs[key]
+		if r == nil || r.cfgErr != nil {
+			a.mu.Unlock()
+			continue
+		}
+		r.rev = rev
+		cfg := r.cfg
+		a.mu.Unlock()
+
+		in := scaling.Input{Ready: int32(inst.Ready), Reachable: reachable[key]}
+		in.StableAverage, in.PanicAverage, in.HasData = a.metrics.Averages(key, cfg.Metric, cfg.StableWindow, panicWindow(cfg), now)
+
+		a.mu.Lock()
+		if inst.Ready > 0 {
+			r.everReady = true
+		}
+		if !r.decided {
+			r.dec = scaling.StartState(int32(inst.Ready), now)
+			r.decided = true
+		}
+		var d scaling.Decision
+		d, r.dec = scaling.Decide(cfg, in, r.dec, now)
+		var act scaling.Action
+		act, r.bound = scaling.Bound(cfg, d, scaling.Observed{Ready: int32(inst.Ready), ActivatorSince: r.activatorSince}, r.bound, now)
+		if act.Mode != r.mode {
+			a.setModeLocked(key, r, act.Mode)
+		}
+		if act.Scale >= 0 {
+			r.desired = act.Scale
+		}
+		if act.Reason != r.last.Reason || act.Scale != r.last.Scale {
+			a.log.Debug("scale decision", "revision", key, "desired", act.Scale, "ready", inst.Ready,
+				"mode", act.Mode, "reason", act.Reason)
+		}
+		r.last = act
+		a.mu.Unlock()
+		if act.Scale >= 0 {
+			a.scaler.Scale(rev, int(act.Scale))
+		}
+	}
+}
+
+// setModeLocked points the revision's data path at the activator or at its instances. A flip to
+// the activator counts only once clients acknowledged it; a goroutine waits for that.
+func (a *Autoscaler) setModeLocked(key routing.Key, r *revision, m scaling.Mode) {
+	r.mode = m
+	r.flip++
+	r.activatorSince = time.Time{}
+	a.changed[key] = true
+	a.signal()
+	if m != scaling.ModeProxy || a.ctx == nil {
+		return
+	}
+	flip, ctx := r.flip, a.ctx
+	a.waits.Add(1)
+	go func() {
+		defer a.waits.Done()
+		err := a.waitPushed(ctx, key, func(in routing.Instances) bool {
+			return len(in.Endpoints) == 1 && in.Endpoints[0] == a.opts.Activator
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("activator flip not acknowledged", "revision", key, "err", err)
+			}
+			return
+		}
+		a.mu.Lock()
+		if r := a.revs[key]; r != nil && r.flip == flip {
+			r.activatorSince = a.opts.Now()
+		}
+		a.mu.Unlock()
+		a.poke()
+	}()
+}
+
+// WaitRemoved returns once no load assignment pushed to clients lists addr for the revision, and
+// every connected client acknowledged that: the Scaler's hook before it stops an instance.
+func (a *Autoscaler) WaitRemoved(ctx context.Context, key routing.Key, addr routing.Endpoint) error {
+	return a.waitPushed(ctx, key, func(in routing.Instances) bool {
+		return !slices.Contains(in.Endpoints, addr) && !slices.Contains(in.Backends, addr)
+	})
+}
+
+// waitPushed waits until the answer last pushed for key satisfies ok, then until every client
+// subscribed to the revision's load assignments acknowledged what it holds now.
+func (a *Autoscaler) waitPushed(ctx context.Context, key routing.Key, ok func(routing.Instances) bool) error {
+	for {
+		a.mu.Lock()
+		in, found := a.pushed[key]
+		done := !found || ok(in)
+		next := a.synced
+		a.mu.Unlock()
+		if done {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-next:
+		}
+	}
+	err := a.acks.WaitAcked(ctx, resource.EndpointType, routing.ClusterName(key.Namespace, key.Name), "current")
+	if errors.Is(err, xds.ErrNotFound) {
+		return nil // gone from the caches: nobody can be sent to it
+	}
+	return err
+}
+
+// Synced is called by the control-plane loop after every pass that pushed: what Instances
+// answered in it is now what clients are being sent.
+func (a *Autoscaler) Synced() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, in := range a.answers {
+		a.pushed[k] = in
+	}
+	for k := range a.pushed {
+		if _, ok := a.revs[k]; !ok {
+			delete(a.pushed, k)
+		}
+	}
+	close(a.synced)
+	a.synced = make(chan struct{})
+}
+
+// Changes is signalled when some revision's load assignment changed (its instances or its mode).
+func (a *Autoscaler) Changes() <-chan struct{} { return a.changes }
+
+// Changed names the revisions whose Instances changed since the last call.
+func (a *Autoscaler) Changed() []routing.Key {
+	keys := a.scaler.Changed()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k := range a.changed {
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	clear(a.changed)
+	return keys
+}
+
+// Reasons a scaled revision is not ready.
+const (
+	ReasonDeploying           = "Deploying"
+	ReasonInvalidAutoscaling  = "InvalidAutoscaling"
+	ReasonCannotRun           = "CannotRun"
+	ReasonInstancesNotStarted = "InstancesFailing"
+)
+
+// Instances answers the control-plane loop for rev: static endpoints when the revision has them,
+// else its instances or the activator.
+func (a *Autoscaler) Instances(rev *v1.Revision) routing.Instances {
+	if _, static := rev.Annotations[v1.AnnotationEndpoints]; static {
+		return routing.StaticEndpoints{}.Instances(rev)
+	}
+	if err := a.scaler.Check(rev); err != nil {
+		return routing.Instances{Reason: ReasonCannotRun, Message: err.Error()}
+	}
+	key := routing.KeyOf(rev)
+	inst := a.scaler.Instances(key)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := a.revs[key]
+	if r == nil {
+		r = &revision{rev: rev, mode: scaling.ModeProxy}
+		cc := int64(0)
+		if rev.Spec.ContainerConcurrency != nil {
+			cc = *rev.Spec.ContainerConcurrency
+		}
+		r.cfg, r.cfgErr = a.opts.Defaults.ForRevision(rev.Annotations, cc)
+		a.revs[key] = r
+		a.poke() // start its initial scale now, not at the next tick
+	}
+	if r.cfgErr != nil {
+		return routing.Instances{Reason: ReasonInvalidAutoscaling, Message: r.cfgErr.Error()}
+	}
+	if inst.Ready > 0 || r.cfg.InitialScale == 0 {
+		r.everReady = true
+	}
+	in := routing.Instances{Scaled: true, Backends: inst.Endpoints, Ready: r.everReady}
+	if r.mode == scaling.ModeProxy || len(inst.Endpoints) == 0 {
+		in.Endpoints = []routing.Endpoint{a.opts.Activator}
+	} else {
+		in.Endpoints = inst.Endpoints
+	}
+	if !in.Ready {
+		in.Reason, in.Message = ReasonDeploying, fmt.Sprintf("waiting for %d instance(s) to become ready", max(1, r.cfg.InitialScale))
+		if inst.Failure != "" {
+			in.Reason, in.Message = ReasonInstancesNotStarted, inst.Failure
+		}
+	}
+	a.answers[key] = in
+	return in
+}
+
+// Status is the revision's scale as `sluice get revisions` shows it; ok is false for a revision
+// the autoscaler does not scale.
+func (a *Autoscaler) Status(key routing.Key) (s Status, ok bool) {
+	a.mu.Lock()
+	r := a.revs[key]
+	if r == nil {
+		a.mu.Unlock()
+		return Status{}, false
+	}
+	s = Status{Desired: r.desired, Mode: r.mode.String(), Reason: r.last.Reason}
+	if r.cfgErr != nil {
+		s.Reason = r.cfgErr.Error()
+	}
+	a.mu.Unlock()
+	inst := a.scaler.Instances(key)
+	s.Actual, s.Ready = int32(inst.Actual), int32(inst.Ready)
+	if inst.Failure != "" {
+		s.Reason += "; " + inst.Failure
+	}
+	return s, true
+}
+
+// panicWindow is the revision's panic window, a percentage of its stable window.
+func panicWindow(c scaling.Config) time.Duration {
+	return time.Duration(float64(c.StableWindow) * c.PanicWindowPercentage / 100)
+}
+
+// reachableRevisions are those some route sends traffic to (or names with a tag).
+func reachableRevisions(st *routing.State) map[routing.Key]bool {
+	out := map[routing.Key]bool{}
+	for k, rt := range st.Routes {
+		for _, t := range rt.Status.Traffic {
+			if t.RevisionName != "" {
+				out[routing.Key{Namespace: k.Namespace, Name: t.RevisionName}] = true
+			}
+		}
+	}
+	return out
+}

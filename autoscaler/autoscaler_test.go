@@ -50,7 +50,7 @@ func (f *fakeScaler) Instances(k routing.Key) Instances {
 	return Instances{Desired: f.desired[k], Actual: len(eps), Ready: len(eps), Endpoints: slices.Clone(eps)}
 }
 func (f *fakeScaler) Changes() <-chan struct{} { return f.changes }
-func (f *fakeScaler) Changed() []routing.Key  { return nil }
+func (f *fakeScaler) Changed() []routing.Key   { return nil }
 func (f *fakeScaler) setReady(k routing.Key, eps ...routing.Endpoint) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

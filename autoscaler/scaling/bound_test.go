@@ -8,7 +8,9 @@ import (
 
 const no = -1 << 30
 
-func valid(n int32) Decision { return Decision{Desired: n, Valid: true, ExcessBurstCapacity: 10, Reason: "decided"} }
+func valid(n int32) Decision {
+	return Decision{Desired: n, Valid: true, ExcessBurstCapacity: 10, Reason: "decided"}
+}
 
 type boundTick struct {
 	at             int

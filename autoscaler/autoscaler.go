@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -186,9 +187,21 @@ func (a *Autoscaler) Run(ctx context.Context) {
 	}
 }
 
-// Poke asks for a decision now rather than at the next tick: the activator holds a request for a
-// revision at zero.
-func (a *Autoscaler) Poke() { a.poke() }
+// Poke asks for a decision now rather than at the next tick when the revision (named by its
+// cluster, "namespace/revision") is at zero: the activator holds a request for it.
+func (a *Autoscaler) Poke(cluster string) {
+	ns, name, ok := strings.Cut(cluster, "/")
+	if !ok {
+		return
+	}
+	a.mu.Lock()
+	r := a.revs[routing.Key{Namespace: ns, Name: name}]
+	atZero := r != nil && r.desired == 0
+	a.mu.Unlock()
+	if atZero {
+		a.poke()
+	}
+}
 
 func (a *Autoscaler) poke() {
 	select {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -121,6 +122,8 @@ type Activator struct {
 	mu      sync.RWMutex
 	revs    map[string]*revision
 	changed chan struct{} // closed and replaced when revisions are added
+	// lookupsWaiting counts requests waiting for their revision to be named.
+	lookupsWaiting atomic.Int64
 
 	proxy *proxy
 
@@ -216,6 +219,8 @@ func (a *Activator) lookup(ctx context.Context, name string) *revision {
 		if timer == nil {
 			timer = time.NewTimer(a.opts.UnknownRevisionWait)
 			defer timer.Stop()
+			a.lookupsWaiting.Add(1)
+			defer a.lookupsWaiting.Add(-1)
 		}
 		select {
 		case <-changed:

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/sluice-dev/sluice/routing"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
 )
 
@@ -108,4 +109,8 @@ func TestSpecFromRevisionNoContainers(t *testing.T) {
 	if _, err := SpecFromRevision(&v1.Revision{}); err == nil {
 		t.Fatal("no error for a revision without containers")
 	}
+}
+
+func revisionNamed(key routing.Key) *v1.Revision {
+	return &v1.Revision{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
 }

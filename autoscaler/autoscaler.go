@@ -128,6 +128,8 @@ type revision struct {
 	flip uint64
 	// activatorSince is when clients acknowledged the flip to the activator; zero otherwise.
 	activatorSince time.Time
+	// waiting is the flip (plus one) whose acknowledgement a goroutine waits for; 0 for none.
+	waiting uint64
 	everReady      bool
 	last           scaling.Action
 	desired        int32
@@ -276,6 +278,9 @@ func (a *Autoscaler) Tick() {
 		if act.Mode != r.mode {
 			a.setModeLocked(key, r, act.Mode)
 		}
+		if r.mode == scaling.ModeProxy && r.activatorSince.IsZero() && r.waiting != r.flip+1 {
+			a.awaitActivatorLocked(key, r)
+		}
 		if act.Scale >= 0 {
 			r.desired = act.Scale
 		}
@@ -291,18 +296,23 @@ func (a *Autoscaler) Tick() {
 	}
 }
 
-// setModeLocked points the revision's data path at the activator or at its instances. A flip to
-// the activator counts only once clients acknowledged it; a goroutine waits for that.
+// setModeLocked points the revision's data path at the activator or at its instances.
 func (a *Autoscaler) setModeLocked(key routing.Key, r *revision, m scaling.Mode) {
 	r.mode = m
 	r.flip++
 	r.activatorSince = time.Time{}
 	a.changed[key] = true
 	a.signal()
-	if m != scaling.ModeProxy || a.ctx == nil {
+}
+
+// awaitActivatorLocked starts a goroutine that sets activatorSince once clients acknowledged a
+// push that sends the revision's requests to the activator: only then may it scale to zero.
+func (a *Autoscaler) awaitActivatorLocked(key routing.Key, r *revision) {
+	if a.ctx == nil {
 		return
 	}
 	flip, ctx := r.flip, a.ctx
+	r.waiting = flip + 1
 	a.waits.Add(1)
 	go func() {
 		defer a.waits.Done()
@@ -327,9 +337,12 @@ func (a *Autoscaler) setModeLocked(key routing.Key, r *revision, m scaling.Mode)
 // WaitRemoved returns once no load assignment pushed to clients lists addr for the revision, and
 // every connected client acknowledged that: the Scaler's hook before it stops an instance.
 func (a *Autoscaler) WaitRemoved(ctx context.Context, key routing.Key, addr routing.Endpoint) error {
-	return a.waitPushed(ctx, key, func(in routing.Instances) bool {
+	start := time.Now()
+	err := a.waitPushed(ctx, key, func(in routing.Instances) bool {
 		return !slices.Contains(in.Endpoints, addr) && !slices.Contains(in.Backends, addr)
 	})
+	a.log.Debug("instance removal acknowledged", "revision", key, "addr", addr, "took", time.Since(start), "err", err)
+	return err
 }
 
 // waitPushed waits until the answer last pushed for key satisfies ok, then until every client

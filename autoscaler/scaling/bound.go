@@ -137,7 +137,7 @@ func Bound(cfg Config, d Decision, obs Observed, st BoundState, now time.Time) (
 		if active := now.Sub(st.ActiveSince); !st.ActiveSince.IsZero() && active < cfg.StableWindow {
 			left := cfg.StableWindow - active
 			return Action{Scale: 1, Mode: mode, Wait: WaitStableWindow, RecheckAfter: left,
-				Reason: fmt.Sprintf("idle: keeping 1 until active for the stable window (%v left)", left)}, st
+				Reason: fmt.Sprintf("idle: keeping 1 until active for the stable window (%v left)", left.Round(100*time.Millisecond))}, st
 		}
 		st.InactiveSince = now
 	}
@@ -155,14 +155,14 @@ func Bound(cfg Config, d Decision, obs Observed, st BoundState, now time.Time) (
 	}
 	if retention > 0 && inactive < retention {
 		keep.Wait, keep.RecheckAfter = WaitPodRetention, retention-inactive
-		keep.Reason = fmt.Sprintf("idle: pod retention period, %v left", keep.RecheckAfter)
+		keep.Reason = fmt.Sprintf("idle: pod retention period, %v left", keep.RecheckAfter.Round(100*time.Millisecond))
 		return keep, st
 	}
 	// The activator may have been in the path since before the revision went idle (a negative excess
 	// burst capacity, or target-burst-capacity -1): the grace period counts from then.
 	if left := grace - now.Sub(obs.ActivatorSince); left > 0 {
 		keep.Wait, keep.RecheckAfter = WaitGracePeriod, left
-		keep.Reason = fmt.Sprintf("idle: activator in the path, grace period %v left", left)
+		keep.Reason = fmt.Sprintf("idle: activator in the path, grace period %v left", left.Round(100*time.Millisecond))
 		return keep, st
 	}
 	return Action{Scale: 0, Mode: ModeProxy, Reason: "idle: scale to zero"}, st

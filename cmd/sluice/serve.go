@@ -15,9 +15,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-dev/sluice/autoscaler"
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/apiserver"
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/watch"
+	"github.com/sluice-dev/sluice/routing"
 	"github.com/sluice-dev/sluice/routing/store"
+	v1 "github.com/sluice-dev/sluice/routing/v1"
 )
 
 // serveOptions are serve's flags.
@@ -31,6 +34,10 @@ type serveOptions struct {
 	// Where Envoy gateways bind the listeners sluice gives them.
 	externalAddr string
 	internalAddr string
+	// Scale from zero: the in-process activator, and where gateways reach activators.
+	activatorAddr     string
+	activatorEndpoint string
+	scaling           *scalingFlags
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -78,6 +85,9 @@ SIGINT or SIGTERM stops serve gracefully; a second one stops it at once.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.externalAddr, "envoy-external-addr", "0.0.0.0:8080", "address Envoy gateways bind the external listener to (public hosts)")
 	f.StringVar(&o.internalAddr, "envoy-internal-addr", "127.0.0.1:8081", "address Envoy gateways bind the internal listener to (cluster-local hosts); loopback unless you give your private network's address")
+	f.StringVar(&o.activatorAddr, "activator-addr", "127.0.0.1:8012", "address of the activator serve runs (empty: none, activators run elsewhere with `sluice activator`)")
+	f.StringVar(&o.activatorEndpoint, "activator-endpoint", "", "IP:PORT gateways send a revision's requests to while it is at zero (default: --activator-addr)")
+	o.scaling = bindScalingFlags(f)
 	return cmd
 }
 
@@ -99,6 +109,8 @@ type server struct {
 	// api is the HTTP API; parts may add handlers (metrics, xDS debug) with api.Handle.
 	api   *apiserver.Server
 	parts []part
+	// scale is the autoscaler, set before anything runs; the API reads revisions' scale from it.
+	scale *autoscaler.Autoscaler
 }
 
 // part is one long-running piece of serve. run must return when ctx is done, with nil if that
@@ -126,13 +138,8 @@ func serve(ctx context.Context, o serveOptions, token string, log *slog.Logger) 
 			log.Error("closing the store", "err", err)
 		}
 	}()
-	s := &server{
-		opts:  o,
-		token: token,
-		log:   log,
-		store: st,
-		api:   apiserver.New(st, apiserver.Options{Token: token, Logger: log}),
-	}
+	s := &server{opts: o, token: token, log: log, store: st}
+	s.api = apiserver.New(st, apiserver.Options{Token: token, Logger: log, RevisionScale: s.revisionScale})
 	// Bind before anything runs so a taken port fails serve at once, with nothing half started.
 	ln, err := net.Listen("tcp", o.apiAddr)
 	if err != nil {
@@ -149,6 +156,18 @@ func serve(ctx context.Context, o serveOptions, token string, log *slog.Logger) 
 	}
 	log.Info("sluice serving", "api", "http://"+ln.Addr().String(), "dataDir", o.dataDir, "watch", o.watchDir)
 	return s.run(ctx)
+}
+
+// revisionScale is a revision's live scale for the API.
+func (s *server) revisionScale(k routing.Key) (desired, actual int32, scale v1.ScaleStatus, ok bool) {
+	if s.scale == nil {
+		return 0, 0, scale, false
+	}
+	st, ok := s.scale.Status(k)
+	if !ok {
+		return 0, 0, scale, false
+	}
+	return st.Desired, st.Actual, v1.ScaleStatus{ReadyReplicas: st.Ready, Mode: st.Mode, Reason: st.Reason}, true
 }
 
 // run starts every part and waits for all of them. The first error cancels the rest and is

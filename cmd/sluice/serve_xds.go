@@ -51,10 +51,19 @@ func (s *server) addControlPlane(ctx context.Context) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
 	srv.Register(g)
+	as, err := s.addScaling(srv, g, ln.Addr())
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	s.scale = as
 
-	loop := controlplane.New(s.store, controlplane.Static{}, envoy.NewTranslator(gw), srv, controlplane.Options{
+	loop := controlplane.New(s.store, as, envoy.NewTranslator(gw), srv, controlplane.Options{
 		Routing: routing.Config{Domain: s.opts.domain},
 		Logger:  s.log,
+		// What the pass answered for scaled revisions is now what clients are sent: the
+		// autoscaler's waits for acknowledgements start from there.
+		Synced: func(controlplane.SyncStats) { as.Synced() },
 	})
 	s.api.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.api.Handle("GET /debug/xds", srv.DebugHandler())

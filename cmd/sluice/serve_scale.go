@@ -28,8 +28,22 @@ func (s *server) addScaling(srv *xds.Server, g *grpc.Server, xdsAddr net.Addr) (
 	if err != nil {
 		return nil, err
 	}
-	actEndpoint, err := activatorEndpoint(s.opts.activatorAddr, s.opts.activatorEndpoint)
+	// The activator's port is bound first: the address gateways are given is the bound one.
+	var actLn net.Listener
+	if s.opts.activatorAddr != "" {
+		if actLn, err = net.Listen("tcp", s.opts.activatorAddr); err != nil {
+			return nil, fmt.Errorf("listen for the activator on %s: %w", s.opts.activatorAddr, err)
+		}
+	}
+	bound := ""
+	if actLn != nil {
+		bound = actLn.Addr().String()
+	}
+	actEndpoint, err := activatorEndpoint(bound, s.opts.activatorEndpoint)
 	if err != nil {
+		if actLn != nil {
+			_ = actLn.Close()
+		}
 		return nil, err
 	}
 
@@ -62,21 +76,17 @@ func (s *server) addScaling(srv *xds.Server, g *grpc.Server, xdsAddr net.Addr) (
 
 	s.add("instances", sup.Run)
 	s.add("autoscaler", func(ctx context.Context) error { as.Run(ctx); return nil })
-	if s.opts.activatorAddr != "" {
-		ln, err := net.Listen("tcp", s.opts.activatorAddr)
-		if err != nil {
-			return nil, fmt.Errorf("listen for the activator on %s: %w", s.opts.activatorAddr, err)
-		}
+	if actLn != nil {
 		act, err := activator.New(activator.Options{
 			ControlPlane: dialable(xdsAddr),
-			NodeID:       "sluice-activator-" + ln.Addr().String(),
+			NodeID:       "sluice-activator-" + actLn.Addr().String(),
 			Logger:       s.log,
 		})
 		if err != nil {
-			_ = ln.Close()
+			_ = actLn.Close()
 			return nil, err
 		}
-		s.add("activator", func(ctx context.Context) error { return act.Serve(ctx, ln) })
+		s.add("activator", func(ctx context.Context) error { return act.Serve(ctx, actLn) })
 	}
 	return as, nil
 }

@@ -18,11 +18,13 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/sluice-dev/sluice/autoscaler/metrics"
 	"github.com/sluice-dev/sluice/autoscaler/scaling"
 	"github.com/sluice-dev/sluice/routing"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
@@ -53,11 +55,17 @@ type Instances struct {
 	Failure string
 }
 
-// Metrics are the load the autoscaler decides on.
+// Metrics are the load the autoscaler decides on: metrics.Collector, fed by the LRS server.
+// Revisions are named by their cluster ("namespace/revision").
 type Metrics interface {
-	// Averages are the revision's metric (total over its instances) averaged over the stable and
-	// the panic window ending at now; ok is false when the windows hold no data.
-	Averages(key routing.Key, m scaling.Metric, stable, panic time.Duration, now time.Time) (stableAvg, panicAvg float64, ok bool)
+	// Track starts keeping a revision's load over window; Untrack stops.
+	Track(cluster string, window time.Duration)
+	Untrack(cluster string)
+	// Sample records every tracked revision's current load; the autoscaler calls it every second
+	// and before a poked decision.
+	Sample(now time.Time)
+	// Averages are the revision's load averaged over the stable and the panic window ending at now.
+	Averages(cluster string, stable, panic time.Duration, now time.Time) metrics.Averages
 }
 
 // Acks tell when the data plane applied a change: xds.Server.
@@ -157,25 +165,43 @@ func (a *Autoscaler) Run(ctx context.Context) {
 	defer a.waits.Wait()
 	t := time.NewTicker(a.opts.TickInterval)
 	defer t.Stop()
+	sample := time.NewTicker(metrics.BucketSize)
+	defer sample.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.scaler.Changes():
-			// The scaler's news is the loop's too; a new ready instance may also settle a wait.
+			// The scaler's news is the loop's too (the revision's instances changed).
 			a.signal()
-			a.poke()
+			continue
+		case <-sample.C:
+			a.metrics.Sample(a.opts.Now())
 			continue
 		case <-t.C:
 		case <-a.wake:
+			// A poke: the load that caused it must be in the windows before deciding.
+			a.metrics.Sample(a.opts.Now())
 		}
 		a.Tick()
 	}
 }
 
-// Poke asks for a decision now rather than at the next tick: the activator holds a request for a
-// revision at zero.
-func (a *Autoscaler) Poke() { a.poke() }
+// Poke asks for a decision now rather than at the next tick when the revision (named by its
+// cluster, "namespace/revision") is at zero: the activator holds a request for it.
+func (a *Autoscaler) Poke(cluster string) {
+	ns, name, ok := strings.Cut(cluster, "/")
+	if !ok {
+		return
+	}
+	a.mu.Lock()
+	r := a.revs[routing.Key{Namespace: ns, Name: name}]
+	atZero := r != nil && r.desired == 0
+	a.mu.Unlock()
+	if atZero {
+		a.poke()
+	}
+}
 
 func (a *Autoscaler) poke() {
 	select {
@@ -214,6 +240,7 @@ func (a *Autoscaler) Tick() {
 			delete(a.answers, key)
 			a.mu.Unlock()
 			a.scaler.Forget(key)
+			a.metrics.Untrack(clusterOf(key))
 			continue
 		}
 		inst := a.scaler.Instances(key)
@@ -228,7 +255,11 @@ func (a *Autoscaler) Tick() {
 		a.mu.Unlock()
 
 		in := scaling.Input{Ready: int32(inst.Ready), Reachable: reachable[key]}
-		in.StableAverage, in.PanicAverage, in.HasData = a.metrics.Averages(key, cfg.Metric, cfg.StableWindow, panicWindow(cfg), now)
+		avg := a.metrics.Averages(clusterOf(key), cfg.StableWindow, panicWindow(cfg), now)
+		in.StableAverage, in.PanicAverage, in.HasData = avg.StableConcurrency, avg.PanicConcurrency, avg.HasData
+		if cfg.Metric == scaling.MetricRPS {
+			in.StableAverage, in.PanicAverage = avg.StableRPS, avg.PanicRPS
+		}
 
 		a.mu.Lock()
 		if inst.Ready > 0 {
@@ -319,7 +350,7 @@ func (a *Autoscaler) waitPushed(ctx context.Context, key routing.Key, ok func(ro
 		case <-next:
 		}
 	}
-	err := a.acks.WaitAcked(ctx, resource.EndpointType, routing.ClusterName(key.Namespace, key.Name), "current")
+	err := a.acks.WaitAcked(ctx, resource.EndpointType, clusterOf(key), "current")
 	if errors.Is(err, xds.ErrNotFound) {
 		return nil // gone from the caches: nobody can be sent to it
 	}
@@ -390,6 +421,9 @@ func (a *Autoscaler) Instances(rev *v1.Revision) routing.Instances {
 		}
 		r.cfg, r.cfgErr = a.opts.Defaults.ForRevision(rev.Annotations, cc)
 		a.revs[key] = r
+		if r.cfgErr == nil {
+			a.metrics.Track(clusterOf(key), r.cfg.StableWindow)
+		}
 		a.poke() // start its initial scale now, not at the next tick
 	}
 	if r.cfgErr != nil {
@@ -435,6 +469,8 @@ func (a *Autoscaler) Status(key routing.Key) (s Status, ok bool) {
 	}
 	return s, true
 }
+
+func clusterOf(k routing.Key) string { return routing.ClusterName(k.Namespace, k.Name) }
 
 // panicWindow is the revision's panic window, a percentage of its stable window.
 func panicWindow(c scaling.Config) time.Duration {

@@ -10,6 +10,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/sluice-dev/sluice/autoscaler/metrics"
 	"github.com/sluice-dev/sluice/autoscaler/scaling"
 	"github.com/sluice-dev/sluice/routing"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
@@ -69,10 +70,13 @@ type fakeMetrics struct {
 	ok   bool
 }
 
-func (m *fakeMetrics) Averages(routing.Key, scaling.Metric, time.Duration, time.Duration, time.Time) (float64, float64, bool) {
+func (m *fakeMetrics) Track(string, time.Duration) {}
+func (m *fakeMetrics) Untrack(string)              {}
+func (m *fakeMetrics) Sample(time.Time)            {}
+func (m *fakeMetrics) Averages(string, time.Duration, time.Duration, time.Time) metrics.Averages {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.conc, m.conc, m.ok
+	return metrics.Averages{StableConcurrency: m.conc, PanicConcurrency: m.conc, HasData: m.ok}
 }
 func (m *fakeMetrics) set(c float64) {
 	m.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -139,7 +140,7 @@ func printTable(w io.Writer, resource string, items []json.RawMessage, withNames
 		"services":       "NAME\tURL\tLATESTCREATED\tLATESTREADY\tREADY\tREASON",
 		"configurations": "NAME\tLATESTCREATED\tLATESTREADY\tREADY\tREASON",
 		"routes":         "NAME\tURL\tREADY\tREASON",
-		"revisions":      "NAME\tCONFIG NAME\tGENERATION\tREADY\tREASON",
+		"revisions":      "NAME\tCONFIG NAME\tGENERATION\tREADY\tREASON\tDESIRED\tACTUAL\tINSTANCES READY\tMODE\tSCALE REASON",
 	}[resource]
 	if withNamespace {
 		header = "NAMESPACE\t" + header
@@ -184,6 +185,7 @@ func printTable(w io.Writer, resource string, items []json.RawMessage, withNames
 			}
 			ready, reason := readiness(o.Status.Conditions)
 			row = []string{o.Name, o.Labels[v1.LabelConfiguration], o.Labels[v1.LabelConfigurationGeneration], ready, reason}
+			row = append(row, scaleColumns(o.Status)...)
 		}
 		if withNamespace {
 			row = append([]string{meta.Metadata.Namespace}, row...)
@@ -194,6 +196,20 @@ func printTable(w io.Writer, resource string, items []json.RawMessage, withNames
 		return fmt.Errorf("write table: %w", err)
 	}
 	return nil
+}
+
+// scaleColumns are a revision's scale, "-" for one sluice does not scale (static endpoints).
+func scaleColumns(st v1.RevisionStatus) []string {
+	if st.Scale == nil {
+		return []string{"-", "-", "-", "-", ""}
+	}
+	n := func(p *int32) string {
+		if p == nil {
+			return "-"
+		}
+		return strconv.Itoa(int(*p))
+	}
+	return []string{n(st.DesiredReplicas), n(st.ActualReplicas), strconv.Itoa(int(st.Scale.ReadyReplicas)), st.Scale.Mode, st.Scale.Reason}
 }
 
 // readiness is the Ready condition's status and reason; Unknown until a reconcile has set it.

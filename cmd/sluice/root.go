@@ -97,6 +97,7 @@ resolves their traffic and serves it over xDS to Envoy gateways and proxyless gR
 		newGetCmd(g),
 		newDeleteCmd(g),
 		newServiceCmd(g),
+		newActivatorCmd(),
 	)
 	return root
 }

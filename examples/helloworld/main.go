@@ -8,6 +8,10 @@
 //     UnaryCall answers with ServerId = $TARGET and Hostname = the address it listens on.
 //
 // It logs one line when it starts and stops gracefully on SIGTERM or SIGINT.
+//
+// For load and cold-start tests, DELAY (a Go duration, e.g. 100ms) makes every request take that
+// long, and STARTUP_DELAY makes the process wait that long before it listens: an app with a slow
+// start or slow requests, without writing one.
 package main
 
 import (
@@ -51,6 +55,15 @@ func getenv(key, def string) string {
 func run(logger *slog.Logger) error {
 	target := getenv("TARGET", "World")
 	addr := net.JoinHostPort(getenv("HOST", "0.0.0.0"), getenv("PORT", "8080"))
+	delay, err := durationEnv("DELAY")
+	if err != nil {
+		return err
+	}
+	startupDelay, err := durationEnv("STARTUP_DELAY")
+	if err != nil {
+		return err
+	}
+	time.Sleep(startupDelay)
 
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -59,13 +72,13 @@ func run(logger *slog.Logger) error {
 	listenAddr := ln.Addr().String()
 
 	gs := grpc.NewServer()
-	testgrpc.RegisterTestServiceServer(gs, &testService{target: target, hostname: listenAddr})
+	testgrpc.RegisterTestServiceServer(gs, &testService{target: target, hostname: listenAddr, delay: delay})
 
 	// hijacked counts the handlers still running, including h2c connections, which the
 	// http.Server stops tracking once they are handed to the HTTP/2 server.
 	var hijacked sync.WaitGroup
 	h2s := &http2.Server{}
-	h2 := h2c.NewHandler(newMux(target, gs), h2s)
+	h2 := h2c.NewHandler(newMux(target, gs, delay), h2s)
 	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			hijacked.Add(1)
@@ -115,14 +128,40 @@ func run(logger *slog.Logger) error {
 
 // newMux sends gRPC requests (HTTP/2 with a gRPC content type) to gs and everything else to the
 // helloworld handler.
-func newMux(target string, gs *grpc.Server) http.Handler {
+func newMux(target string, gs *grpc.Server, delay time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 			gs.ServeHTTP(w, r)
 			return
 		}
+		sleep(r.Context(), delay)
 		fmt.Fprintf(w, "Hello %s!\n", target)
 	})
+}
+
+// sleep waits d or until the request is gone.
+func sleep(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func durationEnv(key string) (time.Duration, error) {
+	v := os.Getenv(key)
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s=%q: want a duration like 100ms", key, v)
+	}
+	return d, nil
 }
 
 // testService answers UnaryCall with who it is; the other methods stay unimplemented.
@@ -130,9 +169,11 @@ type testService struct {
 	testgrpc.UnimplementedTestServiceServer
 	target   string
 	hostname string
+	delay    time.Duration
 }
 
-func (s *testService) UnaryCall(_ context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+func (s *testService) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	sleep(ctx, s.delay)
 	return &testgrpc.SimpleResponse{ServerId: s.target, Hostname: s.hostname}, nil
 }
 

@@ -90,11 +90,26 @@ type RevisionSpec struct {
 	IdleTimeoutSeconds          *int64 `json:"idleTimeoutSeconds,omitempty"`
 }
 
-// RevisionStatus reports readiness and, once the autoscaler exists, scale.
+// RevisionStatus reports readiness and, for revisions sluice scales, their scale. The scale
+// fields are live: the API fills them in from the autoscaler when it answers, and they are never
+// stored (a scale event is not worth a disk write).
 type RevisionStatus struct {
 	Status          `json:",inline"`
 	ActualReplicas  *int32 `json:"actualReplicas,omitempty"`
 	DesiredReplicas *int32 `json:"desiredReplicas,omitempty"`
+	// Scale is sluice's view of the autoscaler's last decision; nil for revisions it does not scale.
+	Scale *ScaleStatus `json:"scale,omitempty"`
+}
+
+// ScaleStatus is what `sluice get revisions` shows of a scaled revision beyond Knative's fields.
+type ScaleStatus struct {
+	// ReadyReplicas are the instances that pass their readiness probe.
+	ReadyReplicas int32 `json:"readyReplicas"`
+	// Mode is where gateways send the revision's requests: "serve" (its instances) or "proxy"
+	// (the activator, at zero or while the burst capacity is short).
+	Mode string `json:"mode"`
+	// Reason explains the last scaling decision.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Route splits traffic between revisions and names them with tags.

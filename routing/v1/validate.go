@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/sluice-dev/sluice/autoscaler/scaling"
 )
 
 // FieldError is one invalid field of an object.
@@ -63,6 +65,7 @@ func Validate(o Object) error {
 	case *Revision:
 		validateRevisionSpec(&es, spec, &o.Spec)
 		validateEndpointsAnnotation(&es, meta.Child("annotations").Key(AnnotationEndpoints), o.Annotations)
+		validateAutoscaling(&es, meta.Child("annotations"), o.Annotations)
 	}
 	if len(es) == 0 {
 		return nil
@@ -108,6 +111,7 @@ func validateTemplate(es *errs, p *field.Path, parent, namespace string, t *Revi
 		es.add(meta.Child("namespace"), "must be empty or %q: a revision lives in its configuration's namespace, got %q", namespace, t.Namespace)
 	}
 	validateEndpointsAnnotation(es, meta.Child("annotations").Key(AnnotationEndpoints), t.Annotations)
+	validateAutoscaling(es, meta.Child("annotations"), t.Annotations)
 	validateRevisionSpec(es, p.Child("spec"), &t.Spec)
 }
 
@@ -163,6 +167,14 @@ func validatePort(es *errs, p *field.Path, port corev1.ContainerPort) {
 	}
 	if port.Protocol != "" && port.Protocol != corev1.ProtocolTCP {
 		es.add(p.Child("protocol"), "must be TCP, got %q", port.Protocol)
+	}
+}
+
+// validateAutoscaling checks the autoscaling.knative.dev/* annotations on their own, as Knative's
+// webhook does; how they combine with serve's global flags is checked when the revision is scaled.
+func validateAutoscaling(es *errs, p *field.Path, annotations map[string]string) {
+	if err := scaling.ValidateAnnotations(annotations); err != nil {
+		es.add(p, "%v", err)
 	}
 }
 

@@ -33,6 +33,12 @@ func TestValidateService(t *testing.T) {
 			s.Spec.Traffic = []TrafficTarget{tt("hello-v1", nil, 100, "v1"), tt("hello-v2", nil, 0, "v2"), tt("", yes, 0, "latest")}
 		}, ""},
 		{"missing name", func(s *Service) { s.Name = "" }, "metadata.name: required"},
+		{"autoscaling annotations", func(s *Service) {
+			s.Spec.Template.Annotations = map[string]string{"autoscaling.knative.dev/target": "10", "autoscaling.knative.dev/min-scale": "0"}
+		}, ""},
+		{"bad min-scale", func(s *Service) {
+			s.Spec.Template.Annotations = map[string]string{"autoscaling.knative.dev/min-scale": "-1"}
+		}, "spec.template.metadata.annotations: autoscaling.knative.dev/min-scale"},
 		{"bad name", func(s *Service) { s.Name = "Hello_World" }, `metadata.name: "Hello_World" is not a DNS-1035 label`},
 		{"name starting with digit", func(s *Service) { s.Name = "1hello" }, "not a DNS-1035 label"},
 		{"name too long for revisions", func(s *Service) { s.Name = strings.Repeat("a", 60) }, "at most 57 characters"},

@@ -33,6 +33,9 @@ type Options struct {
 	MaxBodyBytes int64
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// RevisionScale, when set, gives a revision's live scale (the autoscaler's Status), filled
+	// into what the API answers for it; ok is false for a revision that is not scaled.
+	RevisionScale func(routing.Key) (desired, actual int32, scale v1.ScaleStatus, ok bool)
 }
 
 // Server is an http.Handler.
@@ -262,7 +265,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	})
 	out := api.List{APIVersion: "v1", Kind: "List", Items: make([]json.RawMessage, 0, len(objs))}
 	for _, o := range objs {
-		data, err := json.Marshal(typed(o))
+		data, err := json.Marshal(s.live(typed(o)))
 		if err != nil {
 			writeError(w, http.StatusInternalServerError, fmt.Sprintf("encode %s: %v", routing.RefOf(o).String(), err))
 			return
@@ -283,7 +286,22 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, ref.String()+" not found")
 		return
 	}
-	writeJSON(w, http.StatusOK, typed(o))
+	writeJSON(w, http.StatusOK, s.live(typed(o)))
+}
+
+// live fills in a revision's scale from the autoscaler. o is typed's copy, so this writes to
+// nothing stored.
+func (s *Server) live(o v1.Object) v1.Object {
+	rev, ok := o.(*v1.Revision)
+	if !ok || s.opts.RevisionScale == nil {
+		return o
+	}
+	desired, actual, scale, ok := s.opts.RevisionScale(routing.KeyOf(rev))
+	if !ok {
+		return o
+	}
+	rev.Status.DesiredReplicas, rev.Status.ActualReplicas, rev.Status.Scale = &desired, &actual, &scale
+	return rev
 }
 
 func (s *Server) delete(w http.ResponseWriter, r *http.Request) {

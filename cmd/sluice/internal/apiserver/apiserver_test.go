@@ -13,7 +13,9 @@ import (
 
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/api"
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/apiserver"
+	"github.com/sluice-dev/sluice/routing"
 	"github.com/sluice-dev/sluice/routing/store"
+	v1 "github.com/sluice-dev/sluice/routing/v1"
 )
 
 const hello = `apiVersion: serving.knative.dev/v1
@@ -280,5 +282,36 @@ spec:
 	}
 	if len(st.State().Services) != 0 {
 		t.Errorf("a dry run stored something")
+	}
+}
+
+// A scaled revision is answered with its live scale; the stored object is left as it was.
+func TestRevisionScaleIsLive(t *testing.T) {
+	srv, st := newServer(t, apiserver.Options{
+		RevisionScale: func(k routing.Key) (int32, int32, v1.ScaleStatus, bool) {
+			if k.Name != "hello-00001" {
+				return 0, 0, v1.ScaleStatus{}, false
+			}
+			return 3, 2, v1.ScaleStatus{ReadyReplicas: 1, Mode: "proxy", Reason: "stable: 20 concurrent"}, true
+		},
+	})
+	base := srv.URL + api.Prefix
+	if code := call(t, "POST", base+"/apply", "application/yaml", strings.NewReader(hello+"---\n"+other), nil, nil); code != 200 {
+		t.Fatalf("apply: %d", code)
+	}
+	var rev v1.Revision
+	if code := call(t, "GET", base+"/namespaces/default/revisions/hello-00001", "", nil, nil, &rev); code != 200 {
+		t.Fatalf("get: %d", code)
+	}
+	if s := rev.Status; s.DesiredReplicas == nil || *s.DesiredReplicas != 3 || *s.ActualReplicas != 2 || s.Scale == nil ||
+		s.Scale.ReadyReplicas != 1 || s.Scale.Mode != "proxy" || s.Scale.Reason != "stable: 20 concurrent" {
+		t.Errorf("live scale = %+v", s)
+	}
+	var static v1.Revision
+	if code := call(t, "GET", base+"/namespaces/prod/revisions/other-00001", "", nil, nil, &static); code != 200 || static.Status.Scale != nil {
+		t.Errorf("a revision that is not scaled got a scale: %d %+v", code, static.Status.Scale)
+	}
+	if stored := st.State().Revisions[routing.Key{Namespace: "default", Name: "hello-00001"}]; stored.Status.Scale != nil || stored.Status.DesiredReplicas != nil {
+		t.Errorf("the live scale was written into the stored revision: %+v", stored.Status)
 	}
 }

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-dev/sluice/activator"
+)
+
+// activatorOptions are the activator command's flags.
+type activatorOptions struct {
+	listen, xds, nodeID, logLevel string
+	queueRequests                 int
+	queueBytes                    int64
+	queueTimeout, drainTimeout    time.Duration
+}
+
+func newActivatorCmd() *cobra.Command {
+	o := activatorOptions{}
+	cmd := &cobra.Command{
+		Use:   "activator",
+		Short: "Run an activator: buffer requests for revisions at zero until they have instances",
+		Long: `activator stands in for revisions with no ready instance. Gateways send it a revision's
+requests (with Knative-Serving-Namespace and Knative-Serving-Revision set) while the revision is
+at zero; it queues them, tells the autoscaler at once, and forwards them once instances are ready,
+never above the revision's containerConcurrency per instance. HTTP/1.1 and h2c (gRPC) both ways.
+
+It learns revisions and their ready instances from the control plane over xDS (--xds) and reports
+the requests it holds there over LRS, so activators can run as separate replicas.
+
+Queues are bounded per revision by request count, bytes (headers and declared Content-Length) and
+wait time; a request over a bound gets 503 with X-Sluice-Activator saying which. A request past its
+revision's timeoutSeconds gets 504.
+
+SIGINT or SIGTERM stops accepting connections and lets queued and in-flight requests finish, up
+to --drain-timeout.`,
+		Example: `  # Next to "sluice serve" on the same machine
+  sluice activator
+
+  # A replica on another host
+  sluice activator --listen 0.0.0.0:8012 --xds controlplane.internal:18000`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cmd, o.logLevel)
+			if err != nil {
+				return err
+			}
+			a, err := activator.New(activator.Options{
+				Listen:        o.listen,
+				ControlPlane:  o.xds,
+				NodeID:        o.nodeID,
+				QueueRequests: o.queueRequests,
+				QueueBytes:    o.queueBytes,
+				QueueTimeout:  o.queueTimeout,
+				DrainTimeout:  o.drainTimeout,
+				Logger:        log,
+			})
+			if err != nil {
+				return err
+			}
+			return a.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen", activator.DefaultListen, "address to serve HTTP/1.1 and h2c on")
+	f.StringVar(&o.xds, "xds", activator.DefaultControlPlane, "address of the control plane's xDS (and LRS) gRPC server")
+	f.StringVar(&o.nodeID, "node-id", "", `xDS node id (default "activator-<hostname>-<pid>")`)
+	f.IntVar(&o.queueRequests, "queue-requests", activator.DefaultQueueRequests, "most requests queued per revision")
+	f.Int64Var(&o.queueBytes, "queue-bytes", activator.DefaultQueueBytes, "most bytes (headers and declared bodies) queued per revision")
+	f.DurationVar(&o.queueTimeout, "queue-timeout", activator.DefaultQueueTimeout, "longest a request waits for an instance")
+	f.DurationVar(&o.drainTimeout, "drain-timeout", activator.DefaultDrainTimeout, "longest to wait for queued and in-flight requests when stopping")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}

@@ -136,6 +136,7 @@ const (
 	ActivatorContainerConcurrency = "containerConcurrency"
 	ActivatorTimeoutSeconds       = "timeoutSeconds"
 	ActivatorProtocol             = "protocol"
+	ActivatorProxied              = "proxied"
 )
 
 // buildActivatorLoadAssignment is what activators are told of a scaled revision: its ready
@@ -155,6 +156,7 @@ func buildActivatorLoadAssignment(b *routing.Backend) *endpointv3.ClusterLoadAss
 			ActivatorContainerConcurrency: structpb.NewNumberValue(float64(s.ContainerConcurrency)),
 			ActivatorTimeoutSeconds:       structpb.NewNumberValue(float64(s.TimeoutSeconds)),
 			ActivatorProtocol:             structpb.NewStringValue(b.Protocol.String()),
+			ActivatorProxied:              structpb.NewBoolValue(s.Proxied),
 		}},
 	}}
 	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{loc}

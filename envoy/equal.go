@@ -31,5 +31,5 @@ func equalScaled(a, b *routing.Scaled) bool {
 		return a == b
 	}
 	return a.ContainerConcurrency == b.ContainerConcurrency && a.TimeoutSeconds == b.TimeoutSeconds &&
-		slices.Equal(a.Instances, b.Instances)
+		a.Proxied == b.Proxied && slices.Equal(a.Instances, b.Instances)
 }

@@ -210,6 +210,8 @@ func mutations(v reflect.Value, path string) []mutation {
 		ms = append(ms, mutation{path, func(x reflect.Value) { x.SetInt(x.Int() + 1) }})
 	case reflect.Uint32:
 		ms = append(ms, mutation{path, func(x reflect.Value) { x.SetUint(x.Uint() + 1) }})
+	case reflect.Bool:
+		ms = append(ms, mutation{path, func(x reflect.Value) { x.SetBool(!x.Bool()) }})
 	case reflect.Struct:
 		for i := 0; i < v.NumField(); i++ {
 			for _, m := range mutations(v.Field(i), path+"."+v.Type().Field(i).Name) {

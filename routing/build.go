@@ -176,7 +176,7 @@ func scaledOf(rev *v1.Revision, in Instances) *Scaled {
 	if !in.Scaled {
 		return nil
 	}
-	s := &Scaled{TimeoutSeconds: v1.DefaultTimeoutSeconds}
+	s := &Scaled{TimeoutSeconds: v1.DefaultTimeoutSeconds, Proxied: !slices.Equal(in.Endpoints, in.Backends)}
 	if len(in.Backends) > 0 {
 		s.Instances = slices.Clone(in.Backends)
 		sortEndpoints(s.Instances)
@@ -195,7 +195,7 @@ func equalScaled(a, b *Scaled) bool {
 		return a == b
 	}
 	return a.ContainerConcurrency == b.ContainerConcurrency && a.TimeoutSeconds == b.TimeoutSeconds &&
-		slices.Equal(a.Instances, b.Instances)
+		a.Proxied == b.Proxied && slices.Equal(a.Instances, b.Instances)
 }
 
 func protocolOf(rev *v1.Revision) Protocol {

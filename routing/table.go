@@ -114,6 +114,10 @@ type Scaled struct {
 	// ContainerConcurrency caps in-flight requests per instance; 0 is unlimited.
 	ContainerConcurrency int64
 	TimeoutSeconds       int64
+	// Proxied says gateways send the revision's requests to the activator (Endpoints are not the
+	// instances). An activator that cannot tell a request's revision from its headers (gRPC
+	// clients do not set them) picks among the proxied revisions of the request's route.
+	Proxied bool
 }
 
 // Endpoint is one address requests can be sent to.

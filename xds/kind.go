@@ -8,9 +8,10 @@ import (
 
 // NodeKind says what an xDS client is served: Envoy gateways get the real
 // listeners, proxyless gRPC clients get API listeners named by host; clusters,
-// endpoints and route configurations are the same for both. Activators get only
-// load assignments, their own: a scaled revision's ready instances, even while
-// the gateways' assignment for it points at the activator.
+// endpoints and route configurations are the same for both. Activators get load
+// assignments of their own (a scaled revision's ready instances, even while the
+// gateways' assignment for it points at the activator) and the per-host route
+// configurations, to find the revision of a request from a gRPC client.
 type NodeKind string
 
 const (

@@ -118,8 +118,13 @@ const (
 // for a type sluice does not serve.
 func keyFor(typeURL string, kind NodeKind) (cacheKey, bool) {
 	if kind == NodeActivator {
-		if typeURL == resource.EndpointType {
+		switch typeURL {
+		case resource.EndpointType:
 			return keyActivatorEDS, true
+		case resource.RouteType:
+			// The per-host route configurations gRPC clients use, for the activator to tell which
+			// revision a gRPC request is for: gRPC clients do not set the gateway's headers.
+			return keyRoutes, true
 		}
 		return "", false
 	}
@@ -219,7 +224,7 @@ func NewServer(ctx context.Context, opts Options) (*Server, error) {
 	}
 	add(keyClusters, resource.ClusterType, NodeEnvoy, NodeGRPC)
 	add(keyEndpoints, resource.EndpointType, NodeEnvoy, NodeGRPC)
-	add(keyRoutes, resource.RouteType, NodeEnvoy, NodeGRPC)
+	add(keyRoutes, resource.RouteType, NodeEnvoy, NodeGRPC, NodeActivator)
 	add(keyEnvoyListener, resource.ListenerType, NodeEnvoy)
 	add(keyGRPCListener, resource.ListenerType, NodeGRPC)
 	add(keyActivatorEDS, resource.EndpointType, NodeActivator)

@@ -302,7 +302,7 @@ func (st *streamState) typeState(typeURL string) *typeState {
 func unsupported(typeURL string, kind NodeKind) error {
 	if kind == NodeActivator {
 		return status.Errorf(codes.InvalidArgument,
-			"sluice serves activator nodes only load assignments; unsupported type URL %q", typeURL)
+			"sluice serves activator nodes only load assignments and route configurations; unsupported type URL %q", typeURL)
 	}
 	return status.Errorf(codes.InvalidArgument,
 		"sluice serves only clusters, endpoints, listeners and route configurations; unsupported type URL %q", typeURL)

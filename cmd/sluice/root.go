@@ -98,6 +98,7 @@ resolves their traffic and serves it over xDS to Envoy gateways and proxyless gR
 		newDeleteCmd(g),
 		newServiceCmd(g),
 		newActivatorCmd(),
+		newLogsCmd(g),
 	)
 	return root
 }

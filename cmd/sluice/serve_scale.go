@@ -6,7 +6,9 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"time"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 
 	"github.com/sluice-dev/sluice/activator"
@@ -60,7 +62,8 @@ func (s *server) addScaling(srv *xds.Server, g *grpc.Server, xdsAddr net.Addr) (
 			}
 			return as.WaitRemoved(ctx, key, ep)
 		},
-		Logger: s.log,
+		DrainPeriod: s.opts.drainPeriod,
+		Logger:      s.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start the local instances' supervisor: %w", err)
@@ -77,11 +80,11 @@ func (s *server) addScaling(srv *xds.Server, g *grpc.Server, xdsAddr net.Addr) (
 	s.add("instances", sup.Run)
 	s.add("autoscaler", func(ctx context.Context) error { as.Run(ctx); return nil })
 	if actLn != nil {
-		act, err := activator.New(activator.Options{
-			ControlPlane: dialable(xdsAddr),
-			NodeID:       "sluice-activator-" + actLn.Addr().String(),
-			Logger:       s.log,
-		})
+		opts := s.opts.activator.options()
+		opts.ControlPlane = dialable(xdsAddr)
+		opts.NodeID = "sluice-activator-" + actLn.Addr().String()
+		opts.Logger = s.log
+		act, err := activator.New(opts)
 		if err != nil {
 			_ = actLn.Close()
 			return nil, err
@@ -89,6 +92,25 @@ func (s *server) addScaling(srv *xds.Server, g *grpc.Server, xdsAddr net.Addr) (
 		s.add("activator", func(ctx context.Context) error { return act.Serve(ctx, actLn) })
 	}
 	return as, nil
+}
+
+// activatorLimits are an activator's bounds, as flags of serve (prefixed) and of `sluice activator`.
+type activatorLimits struct {
+	queueRequests int
+	queueBytes    int64
+	queueTimeout  time.Duration
+	drainTimeout  time.Duration
+}
+
+func (l *activatorLimits) bind(f *pflag.FlagSet, prefix string) {
+	f.IntVar(&l.queueRequests, prefix+"queue-requests", activator.DefaultQueueRequests, "most requests the activator queues per revision; more get 503")
+	f.Int64Var(&l.queueBytes, prefix+"queue-bytes", activator.DefaultQueueBytes, "most bytes (headers and declared bodies) the activator queues per revision; more get 503")
+	f.DurationVar(&l.queueTimeout, prefix+"queue-timeout", activator.DefaultQueueTimeout, "longest a request waits in the activator for an instance before a 503")
+	f.DurationVar(&l.drainTimeout, prefix+"drain-timeout", activator.DefaultDrainTimeout, "longest the activator waits for queued and in-flight requests when stopping")
+}
+
+func (l *activatorLimits) options() activator.Options {
+	return activator.Options{QueueRequests: l.queueRequests, QueueBytes: l.queueBytes, QueueTimeout: l.queueTimeout, DrainTimeout: l.drainTimeout}
 }
 
 // localScaler runs revisions as local processes (standalone mode).

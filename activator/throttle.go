@@ -125,6 +125,8 @@ func (r *revision) acquire(ctx context.Context, size int64, exclude []string, li
 	w.elem = r.queue.PushBack(w)
 	r.queued++
 	r.qBytes += size
+	// Waiters ahead may be unable to use a free instance (they exclude it); this one may.
+	r.dispatchLocked()
 	r.mu.Unlock()
 
 	// The timer exists only for requests that queue: the fast path stays allocation-light.

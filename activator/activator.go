@@ -233,12 +233,15 @@ func (a *Activator) lookup(ctx context.Context, name string) *revision {
 }
 
 // TakeLoads implements lrs.Source: every revision with requests held now or since the last call,
-// resetting the counts.
+// resetting the counts. A removed revision stays until its last request has been reported.
 func (a *Activator) TakeLoads() []lrs.Load {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	var out []lrs.Load
 	for name, r := range a.revs {
+		if _, known, _ := r.snapshot(); !known && r.inProgress.Load() == 0 {
+			delete(a.revs, name)
+		}
 		l := lrs.Load{
 			Cluster:    name,
 			InProgress: uint64(max(r.inProgress.Load(), 0)),

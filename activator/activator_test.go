@@ -451,3 +451,22 @@ func TestDrainTimeoutBoundsShutdown(t *testing.T) {
 	}
 	<-served
 }
+
+func TestRemovedRevisionIsUnknown(t *testing.T) {
+	s := serve(t, Options{UnknownRevisionWait: time.Millisecond})
+	s.Update([]instances.Revision{{Name: "default/gone-00001", Addrs: []string{backendAddr(t, hello)}}}, nil)
+	if resp, _ := get(t, s.url, "default", "gone-00001"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("before removal: %d", resp.StatusCode)
+	}
+	s.Update(nil, []string{"default/gone-00001"})
+	if resp, body := get(t, s.url, "default", "gone-00001"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("after removal: %d %q, want 404", resp.StatusCode, body)
+	}
+	// Its last counts are still reported once, then it is forgotten.
+	if l := s.TakeLoads(); len(l) != 1 || l[0].Succeeded != 1 {
+		t.Fatalf("loads after removal = %+v, want the one success", l)
+	}
+	if l := s.TakeLoads(); len(l) != 0 {
+		t.Fatalf("loads later = %+v, want none", l)
+	}
+}

@@ -184,7 +184,8 @@ func (a *Activator) Update(put []instances.Revision, removed []string) {
 	for _, name := range removed {
 		if r := a.revs[name]; r != nil {
 			r.forget()
-			if r.inProgress.Load() == 0 {
+			// Otherwise TakeLoads drops it once its last counts are reported.
+			if r.idle() {
 				delete(a.revs, name)
 			}
 		}
@@ -240,7 +241,7 @@ func (a *Activator) TakeLoads() []lrs.Load {
 	var out []lrs.Load
 	for name, r := range a.revs {
 		if _, known, _ := r.snapshot(); !known && r.inProgress.Load() == 0 {
-			delete(a.revs, name)
+			delete(a.revs, name) // its counts are reported below, for the last time
 		}
 		l := lrs.Load{
 			Cluster:    name,

@@ -458,6 +458,8 @@ func TestRemovedRevisionIsUnknown(t *testing.T) {
 	if resp, _ := get(t, s.url, "default", "gone-00001"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("before removal: %d", resp.StatusCode)
 	}
+	// The handler counts the request just after the client has its answer.
+	waitFor(t, func() bool { return s.InProgress("default/gone-00001") == 0 })
 	s.Update(nil, []string{"default/gone-00001"})
 	if resp, body := get(t, s.url, "default", "gone-00001"); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("after removal: %d %q, want 404", resp.StatusCode, body)

@@ -472,3 +472,21 @@ func TestRemovedRevisionIsUnknown(t *testing.T) {
 		t.Fatalf("loads later = %+v, want none", l)
 	}
 }
+
+// An HTTP/1.1 client reaches an h2c-only instance: the activator speaks each side's protocol.
+func TestHTTP1ClientToAnH2CInstance(t *testing.T) {
+	s := serve(t, Options{})
+	var h2cOnly http.Protocols
+	h2cOnly.SetUnencryptedHTTP2(true)
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "HTTP/%d", r.ProtoMajor)
+	}))
+	backend.Config.Protocols = &h2cOnly
+	backend.Start()
+	defer backend.Close()
+	s.Update([]instances.Revision{{Name: "default/h2-00001", Protocol: instances.H2C, Addrs: []string{backend.Listener.Addr().String()}}}, nil)
+	resp, body := get(t, s.url, "default", "h2-00001")
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 1 || body != "HTTP/2" {
+		t.Fatalf("got %s %d %q, want HTTP/1.1 200 from an instance seeing HTTP/2", resp.Proto, resp.StatusCode, body)
+	}
+}

@@ -277,7 +277,8 @@ func (a *Activator) Run(ctx context.Context) error {
 }
 
 // Serve is Run on a listener of the caller's. It returns once in-flight and queued requests
-// have finished or DrainTimeout has passed, and the control-plane streams have stopped.
+// have finished or DrainTimeout has passed, and the control-plane streams have stopped. An
+// Activator serves once: call Run or Serve a single time.
 func (a *Activator) Serve(ctx context.Context, ln net.Listener) error {
 	defer close(a.done)
 	var protocols http.Protocols
@@ -332,7 +333,8 @@ func (a *Activator) logExit(what string, err error) {
 	}
 }
 
-// Shutdown stops accepting connections and waits, up to ctx, for Serve to drain.
+// Shutdown stops accepting connections and waits, up to ctx, for Run or Serve to drain (bounded
+// by DrainTimeout) and return. Called before Run or Serve, it waits for ctx.
 func (a *Activator) Shutdown(ctx context.Context) error {
 	a.stopOnce.Do(func() { close(a.stopping) })
 	select {

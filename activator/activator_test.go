@@ -490,3 +490,18 @@ func TestHTTP1ClientToAnH2CInstance(t *testing.T) {
 		t.Fatalf("got %s %d %q, want HTTP/1.1 200 from an instance seeing HTTP/2", resp.Proto, resp.StatusCode, body)
 	}
 }
+
+func TestRetriesARefusedH2CInstance(t *testing.T) {
+	s := serve(t, Options{})
+	var h2cOnly http.Protocols
+	h2cOnly.SetUnencryptedHTTP2(true)
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(w, r.Body) }))
+	backend.Config.Protocols = &h2cOnly
+	backend.Start()
+	defer backend.Close()
+	s.Update([]instances.Revision{{Name: "default/h2-00001", Protocol: instances.H2C, ContainerConcurrency: 1, Addrs: []string{deadAddr(t), backend.Listener.Addr().String()}}}, nil)
+	req, _ := http.NewRequest(http.MethodPost, s.url, strings.NewReader("over h2c"))
+	if resp, body := do(t, req, "default", "h2-00001"); resp.StatusCode != http.StatusOK || body != "over h2c" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+}

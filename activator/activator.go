@@ -184,7 +184,8 @@ func (a *Activator) Update(put []instances.Revision, removed []string) {
 	for _, name := range removed {
 		if r := a.revs[name]; r != nil {
 			r.forget()
-			if r.inProgress.Load() == 0 {
+			// Otherwise TakeLoads drops it once its last counts are reported.
+			if r.idle() {
 				delete(a.revs, name)
 			}
 		}
@@ -233,12 +234,15 @@ func (a *Activator) lookup(ctx context.Context, name string) *revision {
 }
 
 // TakeLoads implements lrs.Source: every revision with requests held now or since the last call,
-// resetting the counts.
+// resetting the counts. A removed revision stays until its last request has been reported.
 func (a *Activator) TakeLoads() []lrs.Load {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	var out []lrs.Load
 	for name, r := range a.revs {
+		if _, known, _ := r.snapshot(); !known && r.inProgress.Load() == 0 {
+			delete(a.revs, name) // its counts are reported below, for the last time
+		}
 		l := lrs.Load{
 			Cluster:    name,
 			InProgress: uint64(max(r.inProgress.Load(), 0)),
@@ -273,7 +277,8 @@ func (a *Activator) Run(ctx context.Context) error {
 }
 
 // Serve is Run on a listener of the caller's. It returns once in-flight and queued requests
-// have finished or DrainTimeout has passed, and the control-plane streams have stopped.
+// have finished or DrainTimeout has passed, and the control-plane streams have stopped. An
+// Activator serves once: call Run or Serve a single time.
 func (a *Activator) Serve(ctx context.Context, ln net.Listener) error {
 	defer close(a.done)
 	var protocols http.Protocols
@@ -328,7 +333,8 @@ func (a *Activator) logExit(what string, err error) {
 	}
 }
 
-// Shutdown stops accepting connections and waits, up to ctx, for Serve to drain.
+// Shutdown stops accepting connections and waits, up to ctx, for Run or Serve to drain (bounded
+// by DrainTimeout) and return. Called before Run or Serve, it waits for ctx.
 func (a *Activator) Shutdown(ctx context.Context) error {
 	a.stopOnce.Do(func() { close(a.stopping) })
 	select {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,7 +67,7 @@ func (a *Activator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		at := &attempt{addr: b.addr, mayRetry: n < a.opts.MaxAttempts}
-		a.forward(w, r, ctx, spec.Protocol, at, func() { rev.release(b) })
+		a.forward(ctx, w, r, spec.Protocol, at, func() { rev.release(b) })
 		if !at.retry {
 			ok = at.status != 0 && at.status < 500
 			return
@@ -78,7 +79,7 @@ func (a *Activator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // forward sends one attempt of r to at.addr; release runs when the attempt is over, even if the
 // response copy aborts.
-func (a *Activator) forward(w http.ResponseWriter, r *http.Request, ctx context.Context, proto instances.Protocol, at *attempt, release func()) {
+func (a *Activator) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, proto instances.Protocol, at *attempt, release func()) {
 	defer release()
 	out := r.WithContext(context.WithValue(ctx, attemptKey{}, at))
 	if r.Body != nil && r.Body != http.NoBody {
@@ -216,21 +217,10 @@ func rewrite(pr *httputil.ProxyRequest) {
 	}
 	if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
 		if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-			ip = joinComma(prior) + ", " + ip
+			ip = strings.Join(prior, ", ") + ", " + ip
 		}
 		pr.Out.Header.Set("X-Forwarded-For", ip)
 	}
-}
-
-func joinComma(vs []string) string {
-	if len(vs) == 1 {
-		return vs[0]
-	}
-	s := vs[0]
-	for _, v := range vs[1:] {
-		s += ", " + v
-	}
-	return s
 }
 
 func recordStatus(resp *http.Response) error {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The activator's cost, in one run against one helloworld backend:
-#   - latency (p50/p90/p99) and throughput of direct / activator / nginx (plain reverse proxy),
-#     measured in alternating rounds, reported as medians of per-round pairs against direct;
+#   - latency (p50/p90/p99) and throughput of direct / activator / nginx (plain reverse proxy) /
+#     go-proxy (net/http/httputil's reverse proxy, bare: the floor for a Go proxy), measured in alternating rounds, reported as medians of per-round pairs against direct;
 #   - cold start: time to first byte through the activator from zero minus the app's own start
 #     time (exec to first 200), paired sample by sample.
 # Goals (from the issue): activator added p50 ≤ 200µs, throughput ≥ 70% of direct, cold-start
@@ -13,8 +13,8 @@
 # Knobs (environment): ROUNDS (5), DURATION (5s, measured per target per round), WARMUP (1s),
 # CONC (16 connections per target), COLD_N (10 cold-start samples), NGINX_WORKERS (auto: one per
 # core, as the activator's Go runtime uses every core), AA (1: also measure direct a second time,
-# "direct-2", whose distance from direct is the noise floor of the run), BASE_PORT (19470: the
-# script uses BASE_PORT..BASE_PORT+5 and checks they are free; other sluices on this machine hold
+# "direct-2", whose distance from direct is the noise floor of the run), GOPROXY (1: also measure
+# go-proxy), BASE_PORT (19470: the script uses BASE_PORT..BASE_PORT+6 and checks they are free; other sluices on this machine hold
 # serve's defaults, so none of them is used).
 #
 # `sluice serve` runs both revisions as local processes (their container has a command) with its
@@ -35,6 +35,7 @@ conc=${CONC:-16}
 cold_n=${COLD_N:-10}
 nginx_workers=${NGINX_WORKERS:-auto}
 aa=${AA:-1}
+goproxy=${GOPROXY:-1}
 base=${BASE_PORT:-19470}
 api=127.0.0.1:$base
 xds=127.0.0.1:$((base + 1))
@@ -42,6 +43,7 @@ envoy_external=127.0.0.1:$((base + 2))
 envoy_internal=127.0.0.1:$((base + 3))
 nginx_port=$((base + 4))
 activator_addr=127.0.0.1:$((base + 5))
+goproxy_port=$((base + 6))
 
 work=$(mktemp -d)
 pids=()
@@ -54,9 +56,9 @@ trap cleanup EXIT
 die() { echo "bench-activator: $*" >&2; exit 1; }
 
 # A port someone else holds would make us measure their server, or fail half-way: refuse early.
-for port in $(seq "$base" $((base + 5))); do
+for port in $(seq "$base" $((base + 6))); do
   if (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then
-    die "127.0.0.1:$port is in use; pick free ports with BASE_PORT (it uses BASE_PORT..BASE_PORT+5)"
+    die "127.0.0.1:$port is in use; pick free ports with BASE_PORT (it uses BASE_PORT..BASE_PORT+6)"
   fi
 done
 
@@ -188,6 +190,12 @@ nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" -g
 pids+=($!)
 wait_http "http://127.0.0.1:$nginx_port/" || { cat "$work/nginx/error.log"; die "nginx did not start"; }
 
+if [ "$goproxy" = 1 ]; then
+  "$work/loadgen" proxy -listen "127.0.0.1:$goproxy_port" -upstream "http://127.0.0.1:$backend_port" &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$goproxy_port/" || die "go-proxy did not start"
+fi
+
 echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(uname -r), $(go version | cut -d' ' -f3), $(nginx -v 2>&1 | sed 's/.*: //')"
 # Others share these cores: say who, so the numbers can be read against it.
 echo "   busiest other processes (%CPU since they started):"
@@ -196,6 +204,7 @@ args=(-target "direct=http://127.0.0.1:$backend_port/"
   -target "activator=http://$activator_addr/"
   -H 'activator:Knative-Serving-Namespace: default' -H 'activator:Knative-Serving-Revision: hello-00001'
   -target "nginx=http://127.0.0.1:$nginx_port/")
+[ "$goproxy" = 1 ] && args+=(-target "go-proxy=http://127.0.0.1:$goproxy_port/")
 [ "$aa" = 1 ] && args+=(-target "direct-2=http://127.0.0.1:$backend_port/")
 status=0
 "$work/loadgen" bench "${args[@]}" -baseline direct -goal-target activator \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The activator's cost, in one run against one helloworld backend:
-#   - latency (p50/p90/p99) and throughput of direct / activator / nginx (plain reverse proxy),
-#     measured in alternating rounds, reported as medians of per-round pairs against direct;
+#   - latency (p50/p90/p99) and throughput of direct / activator / nginx (plain reverse proxy) /
+#     go-proxy (net/http/httputil's reverse proxy, bare: the floor for a Go proxy), measured in alternating rounds, reported as medians of per-round pairs against direct;
 #   - cold start: time to first byte through the activator from zero minus the app's own start
 #     time (exec to first 200), paired sample by sample.
 # Goals (from the issue): activator added p50 ≤ 200µs, throughput ≥ 70% of direct, cold-start
@@ -13,13 +13,16 @@
 # Knobs (environment): ROUNDS (5), DURATION (5s, measured per target per round), WARMUP (1s),
 # CONC (16 connections per target), COLD_N (10 cold-start samples), NGINX_WORKERS (auto: one per
 # core, as the activator's Go runtime uses every core), AA (1: also measure direct a second time,
-# "direct-2", whose distance from direct is the noise floor of the run), BASE_PORT (19470).
+# "direct-2", whose distance from direct is the noise floor of the run), GOPROXY (1: also measure
+# go-proxy), BASE_PORT (19470: the script uses BASE_PORT..BASE_PORT+6 and checks they are free; other sluices on this machine hold
+# serve's defaults, so none of them is used).
 #
-# The activator is measured when `sluice serve` runs revisions as local processes (it then has
-# --scale-to-zero-grace-period); until then the script measures direct and nginx against a
-# helloworld it starts itself, and says so.
+# `sluice serve` runs both revisions as local processes (their container has a command) with its
+# in-process activator on --activator-addr. The script learns the instance's port from the app's
+# own log line ("helloworld listening addr=...:PORT ... pid=N", via `sluice logs`) and when a
+# revision is at zero from the API (status.actualReplicas and status.scale.readyReplicas both 0).
 #
-# nginx: Debian's package is installed with apt-get when `nginx` is missing; it runs from a
+# nginx and jq: Debian's packages are installed with apt-get when missing; nginx runs from a
 # generated config in a temp dir (keep-alive upstream, access_log off), never as the system
 # service. Only loopback ports are used; everything started is stopped at the end.
 set -euo pipefail
@@ -32,12 +35,15 @@ conc=${CONC:-16}
 cold_n=${COLD_N:-10}
 nginx_workers=${NGINX_WORKERS:-auto}
 aa=${AA:-1}
+goproxy=${GOPROXY:-1}
 base=${BASE_PORT:-19470}
 api=127.0.0.1:$base
 xds=127.0.0.1:$((base + 1))
-activator_addr=127.0.0.1:8012 # serve's default; replaced below when serve has a flag for it
+envoy_external=127.0.0.1:$((base + 2))
+envoy_internal=127.0.0.1:$((base + 3))
 nginx_port=$((base + 4))
-own_backend_port=$((base + 5))
+activator_addr=127.0.0.1:$((base + 5))
+goproxy_port=$((base + 6))
 
 work=$(mktemp -d)
 pids=()
@@ -49,17 +55,28 @@ cleanup() {
 trap cleanup EXIT
 die() { echo "bench-activator: $*" >&2; exit 1; }
 
+# A port someone else holds would make us measure their server, or fail half-way: refuse early.
+for port in $(seq "$base" $((base + 6))); do
+  if (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then
+    die "127.0.0.1:$port is in use; pick free ports with BASE_PORT (it uses BASE_PORT..BASE_PORT+6)"
+  fi
+done
+
 echo "== building sluice, helloworld and loadgen"
 go build -o "$work/sluice" ./cmd/sluice
 go build -o "$work/helloworld" ./examples/helloworld
 go build -o "$work/loadgen" ./e2e/loadgen
+"$work/sluice" serve --help 2>&1 | grep -q -- '--activator-addr' ||
+  die "this sluice serve has no --activator-addr: it runs no local revisions, so there is no activator to measure"
 
-if ! command -v nginx > /dev/null; then
-  echo "== installing nginx (Debian package nginx-light, else nginx)"
+missing=()
+command -v nginx > /dev/null || missing+=(nginx-light)
+command -v jq > /dev/null || missing+=(jq)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]} (Debian packages)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq > /dev/null
-  apt-get install -y -qq --no-install-recommends nginx-light > /dev/null 2>&1 ||
-    apt-get install -y -qq --no-install-recommends nginx > /dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
 fi
 
 # wait_http URL [curl args...]: until a 200, for at most 30 s.
@@ -69,37 +86,32 @@ wait_http() {
   return 1
 }
 
-# instance_pids TARGET: the helloworld processes sluice started for this run with TARGET=...,
-# found by the marker variable their Service gives them (so nothing else on the machine matches).
-instance_pids() {
-  local p
-  for p in /proc/[0-9]*; do
-    tr '\0' '\n' < "$p/environ" 2> /dev/null | grep -qx "SLUICE_BENCH_RUN=$work" || continue
-    tr '\0' '\n' < "$p/environ" 2> /dev/null | grep -qx "TARGET=$1" && echo "${p#/proc/}"
-  done
-  return 0
+sluice() { "$work/sluice" --server "http://$api" "$@"; }
+
+# listening REV: the app's "helloworld listening" log lines of REV's instances, oldest first.
+listening() { sluice logs "$1" | grep 'helloworld listening' || true; }
+# field NAME: the value of NAME=... in a log line on stdin.
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+
+# at_zero REV: whether the API says REV has neither instances nor ready ones (absent fields are 0).
+at_zero() {
+  local s
+  s=$(curl -fs "http://$api/api/v1/namespaces/default/revisions/$1" |
+    jq -r '"\(.status.actualReplicas // 0) \(.status.scale.readyReplicas // 0)"') || return 1
+  [ "$s" = "0 0" ]
 }
-env_of() { tr '\0' '\n' < "/proc/$1/environ" | sed -n "s/^$2=//p"; }
 
-with_activator=0
-if "$work/sluice" serve --help 2>&1 | grep -q -- '--scale-to-zero-grace-period'; then with_activator=1; fi
+serve_flags=(--data-dir "$work/data" --api-addr "$api" --xds-addr "$xds"
+  --envoy-external-addr "$envoy_external" --envoy-internal-addr "$envoy_internal"
+  --activator-addr "$activator_addr" --scale-to-zero-grace-period 1s --autoscaler-tick-interval 1s)
+echo "== sluice serve ${serve_flags[*]}"
+"$work/sluice" serve "${serve_flags[@]}" > "$work/serve.log" 2>&1 &
+serve_pid=$!; pids+=($serve_pid)
+wait_http "http://$api/healthz" || { cat "$work/serve.log"; die "sluice serve did not start"; }
 
-targets=()
-if [ $with_activator = 1 ]; then
-  serve_flags=(--data-dir "$work/data" --api-addr "$api" --xds-addr "$xds"
-    --envoy-external-addr 127.0.0.1:$((base + 2)) --envoy-internal-addr 127.0.0.1:$((base + 3))
-    --scale-to-zero-grace-period 1s)
-  # Another sluice on this machine may hold the default activator port: use ours when we can say so.
-  act_flag=$("$work/sluice" serve --help 2>&1 | grep -oE -- '--activator-(addr|listen)' | head -1 || true)
-  if [ -n "$act_flag" ]; then activator_addr=127.0.0.1:$((base + 6)); serve_flags+=("$act_flag" "$activator_addr"); fi
-  echo "== sluice serve ${serve_flags[*]}"
-  "$work/sluice" serve "${serve_flags[@]}" > "$work/serve.log" 2>&1 &
-  serve_pid=$!; pids+=($serve_pid)
-  wait_http "http://$api/healthz" || { cat "$work/serve.log"; die "sluice serve did not start"; }
-
-  # hello: always one instance, activator always in the path (the latency/throughput backend).
-  # cold: scales to zero 6 s after its last request (+1 s grace), for the cold-start samples.
-  cat > "$work/services.yaml" << EOF
+# hello: always one instance, activator always in the path (the latency/throughput backend).
+# cold: scales to zero 6 s after its last request (+1 s grace), for the cold-start samples.
+cat > "$work/services.yaml" << EOF
 apiVersion: serving.knative.dev/v1
 kind: Service
 metadata: {name: hello, namespace: default}
@@ -110,9 +122,10 @@ spec:
         autoscaling.knative.dev/min-scale: "1"
         autoscaling.knative.dev/target-burst-capacity: "-1"
     spec:
+      containerConcurrency: 0
       containers:
       - command: ["$work/helloworld"]
-        env: [{name: TARGET, value: bench}, {name: SLUICE_BENCH_RUN, value: "$work"}]
+        env: [{name: TARGET, value: bench}]
 ---
 apiVersion: serving.knative.dev/v1
 kind: Service
@@ -125,26 +138,22 @@ spec:
         autoscaling.knative.dev/window: "6s"
         autoscaling.knative.dev/target-burst-capacity: "-1"
     spec:
+      containerConcurrency: 0
       containers:
       - command: ["$work/helloworld"]
-        env: [{name: TARGET, value: cold}, {name: SLUICE_BENCH_RUN, value: "$work"}]
+        env: [{name: TARGET, value: cold}]
 EOF
-  "$work/sluice" --server "http://$api" apply -f "$work/services.yaml"
-  hello_headers=(-H 'Knative-Serving-Namespace: default' -H 'Knative-Serving-Revision: hello-00001')
-  wait_http "http://$activator_addr/" "${hello_headers[@]}" ||
-    { tail -20 "$work/serve.log"; die "hello-00001 does not answer through the activator at $activator_addr"; }
-  pid=$(instance_pids bench | head -1)
-  [ -n "$pid" ] || die "no helloworld instance of hello-00001 found"
-  backend_port=$(env_of "$pid" PORT)
-  echo "== backend: hello-00001's instance, pid $pid, port $backend_port; activator at $activator_addr"
-else
-  echo "== backend: a helloworld of our own on port $own_backend_port"
-  echo "   (activator NOT measured: this sluice serve runs no local revisions yet, so no activator learns an instance)"
-  PORT=$own_backend_port HOST=127.0.0.1 TARGET=bench "$work/helloworld" 2> "$work/helloworld.log" &
-  pids+=($!)
-  backend_port=$own_backend_port
-  wait_http "http://127.0.0.1:$backend_port/" || die "helloworld did not start"
-fi
+sluice apply -f "$work/services.yaml"
+hello_headers=(-H 'Knative-Serving-Namespace: default' -H 'Knative-Serving-Revision: hello-00001')
+wait_http "http://$activator_addr/" "${hello_headers[@]}" ||
+  { tail -20 "$work/serve.log"; die "hello-00001 does not answer through the activator at $activator_addr"; }
+line=$(listening hello-00001 | tail -1)
+backend_port=$(field addr <<< "$line" | sed 's/.*://')
+pid=$(field pid <<< "$line")
+[ -n "$backend_port" ] && [ -n "$pid" ] || die "no 'helloworld listening' line in sluice logs hello-00001"
+kill -0 "$pid" 2> /dev/null || die "hello-00001's instance (pid $pid) is not running"
+[ "$(listening hello-00001 | wc -l)" = 1 ] || die "hello-00001 has had more than one instance: $(listening hello-00001)"
+echo "== backend: hello-00001's instance, pid $pid, port $backend_port; activator at $activator_addr"
 
 echo "== nginx: worker_processes $nginx_workers, keep-alive upstream 127.0.0.1:$backend_port, listening on 127.0.0.1:$nginx_port"
 mkdir -p "$work/nginx/tmp"
@@ -181,34 +190,52 @@ nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" -g
 pids+=($!)
 wait_http "http://127.0.0.1:$nginx_port/" || { cat "$work/nginx/error.log"; die "nginx did not start"; }
 
+if [ "$goproxy" = 1 ]; then
+  "$work/loadgen" proxy -listen "127.0.0.1:$goproxy_port" -upstream "http://127.0.0.1:$backend_port" &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$goproxy_port/" || die "go-proxy did not start"
+fi
+
 echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(uname -r), $(go version | cut -d' ' -f3), $(nginx -v 2>&1 | sed 's/.*: //')"
-args=(-target "direct=http://127.0.0.1:$backend_port/")
-[ $with_activator = 1 ] && args+=(-target "activator=http://$activator_addr/"
-  -H 'activator:Knative-Serving-Namespace: default' -H 'activator:Knative-Serving-Revision: hello-00001')
-args+=(-target "nginx=http://127.0.0.1:$nginx_port/")
+# Others share these cores: say who, so the numbers can be read against it.
+echo "   busiest other processes (%CPU since they started):"
+ps -eo pid=,pcpu=,comm= --sort=-pcpu | awk -v self=$$ '$1 != self && NR <= 6 {printf "     %s\n", $0}'
+args=(-target "direct=http://127.0.0.1:$backend_port/"
+  -target "activator=http://$activator_addr/"
+  -H 'activator:Knative-Serving-Namespace: default' -H 'activator:Knative-Serving-Revision: hello-00001'
+  -target "nginx=http://127.0.0.1:$nginx_port/")
+[ "$goproxy" = 1 ] && args+=(-target "go-proxy=http://127.0.0.1:$goproxy_port/")
 [ "$aa" = 1 ] && args+=(-target "direct-2=http://127.0.0.1:$backend_port/")
 status=0
 "$work/loadgen" bench "${args[@]}" -baseline direct -goal-target activator \
   -c "$conc" -d "$duration" -warmup "$warmup" -rounds "$rounds" -expect 'Hello bench!' || status=$?
+# The activator must have proxied to the instance measured direct, not to one started meanwhile.
+[ "$(listening hello-00001 | wc -l)" = 1 ] || die "hello-00001 gained instances during the run: $(listening hello-00001)"
 
-if [ $with_activator = 1 ]; then
-  echo "== cold start: $cold_n samples, each: wait for cold-00001 at zero, the app's own start, then one request through the activator"
-  cold_headers=(-H 'Knative-Serving-Namespace: default' -H 'Knative-Serving-Revision: cold-00001')
-  : > "$work/app.txt"; : > "$work/first.txt"
-  for i in $(seq "$cold_n"); do
-    for _ in $(seq 600); do [ -z "$(instance_pids cold)" ] && break; sleep 0.1; done
-    [ -z "$(instance_pids cold)" ] || die "cold-00001 did not scale to zero within 60 s"
+echo "== cold start: $cold_n samples, each: wait for cold-00001 at zero, the app's own start, then one request through the activator"
+cold_headers=(-H 'Knative-Serving-Namespace: default' -H 'Knative-Serving-Revision: cold-00001')
+: > "$work/app.txt"; : > "$work/first.txt"
+for i in $(seq "$cold_n"); do
+  deadline=$((SECONDS + 60))
+  until at_zero cold-00001; do
+    ((SECONDS < deadline)) || { sluice get revisions || true; die "cold-00001 did not scale to zero within 60 s"; }
     kill -0 "$serve_pid" 2> /dev/null || { tail -20 "$work/serve.log"; die "sluice serve exited"; }
-    # Let the activator hear over xDS that the instance is gone, so the request finds zero.
-    sleep 1
-    app=$("$work/loadgen" appstart -cmd "$work/helloworld") || die "sample $i: app start failed"
-    first=$("$work/loadgen" firstbyte -url "http://$activator_addr/" "${cold_headers[@]}") ||
-      { tail -20 "$work/serve.log"; die "sample $i: the request from zero failed"; }
-    echo "$app" >> "$work/app.txt"; echo "$first" >> "$work/first.txt"
-    echo "  sample $i/$cold_n: app start $app, first byte from zero $first"
+    sleep 0.1
   done
-  "$work/loadgen" coldstats -app "$work/app.txt" -first "$work/first.txt"
-  "$work/sluice" --server "http://$api" get revisions || true
-fi
+  # An instance leaves the load assignments before it is stopped, so the activator already knows;
+  # the pause is margin, and lets the stopped instance's exit settle off the CPU.
+  sleep 1
+  starts=$(listening cold-00001 | wc -l)
+  app=$("$work/loadgen" appstart -cmd "$work/helloworld" -env TARGET=cold) || die "sample $i: app start failed"
+  first=$("$work/loadgen" firstbyte -url "http://$activator_addr/" "${cold_headers[@]}") ||
+    { tail -20 "$work/serve.log"; die "sample $i: the request from zero failed"; }
+  # A sample counts only if the request started an instance: otherwise it met a warm one.
+  [ "$(listening cold-00001 | wc -l)" = $((starts + 1)) ] ||
+    die "sample $i: cold-00001 started $(($(listening cold-00001 | wc -l) - starts)) instances for one request from zero, want 1"
+  echo "$app" >> "$work/app.txt"; echo "$first" >> "$work/first.txt"
+  echo "  sample $i/$cold_n: app start $app, first byte from zero $first"
+done
+"$work/loadgen" coldstats -app "$work/app.txt" -first "$work/first.txt"
+sluice get revisions || true
 echo "== load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 exit $status

@@ -9,6 +9,7 @@
 //	loadgen appstart -cmd ./helloworld            # prints the app's own start time
 //	loadgen firstbyte -url URL -H 'K: V'          # prints one request's time to first byte
 //	loadgen coldstats -app app.txt -first first.txt
+//	loadgen proxy -listen 127.0.0.1:19481 -upstream http://127.0.0.1:8080   # a bare Go reverse proxy
 //
 // Requests are HTTP/1.1 GETs on keep-alive connections (bench), one connection per request
 // (appstart, firstbyte). Exit status: 0 when every request succeeded, whether or not the goals
@@ -44,6 +45,8 @@ func main() {
 		err = firstByteCmd(ctx, os.Args[2:])
 	case "coldstats":
 		err = coldStatsCmd(os.Args[2:])
+	case "proxy":
+		err = proxyCmd(ctx, os.Args[2:])
 	default:
 		usage()
 	}
@@ -59,7 +62,7 @@ func main() {
 var errUsage = errors.New("usage")
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: loadgen bench|appstart|firstbyte|coldstats [flags]  (-h for each)")
+	fmt.Fprintln(os.Stderr, "usage: loadgen bench|appstart|firstbyte|coldstats|proxy [flags]  (-h for each)")
 	os.Exit(2)
 }
 

@@ -219,8 +219,11 @@ func newProxy(log *slog.Logger) *proxy {
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	for _, rp := range []**httputil.ReverseProxy{&p.http1, &p.h2c} {
 		*rp = &httputil.ReverseProxy{
-			Rewrite:        rewrite,
-			FlushInterval:  -1,
+			Rewrite: rewrite,
+			// Streaming responses (no Content-Length, or text/event-stream: gRPC, SSE, chunked)
+			// are flushed on every write by ReverseProxy itself; the rest go out when the
+			// server's buffer fills or the response ends, saving a writer and a flush per write.
+			FlushInterval:  0,
 			BufferPool:     pool,
 			ErrorLog:       errLog,
 			ModifyResponse: recordStatus,

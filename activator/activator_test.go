@@ -99,16 +99,23 @@ func TestForwardsToAReadyInstance(t *testing.T) {
 	}
 }
 
-func TestMissingHeadersAre400(t *testing.T) {
+func TestRevisionWithoutNamespaceIs400(t *testing.T) {
 	s := serve(t, Options{})
-	for _, c := range []struct{ ns, rev, header string }{
-		{"", "hello-00001", HeaderNamespace},
-		{"default", "", HeaderRevision},
-	} {
-		resp, body := get(t, s.url, c.ns, c.rev)
-		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, c.header) {
-			t.Errorf("without %s: got %d %q, want 400 naming it", c.header, resp.StatusCode, body)
-		}
+	resp, body := get(t, s.url, "", "hello-00001")
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, HeaderNamespace) {
+		t.Errorf("without %s: got %d %q, want 400 naming it", HeaderNamespace, resp.StatusCode, body)
+	}
+}
+
+// Without a revision header the request is routed by its host; a host the control plane does
+// not serve (here: there is none) is 404 naming the host.
+func TestUnknownHostIs404AfterAWait(t *testing.T) {
+	s := serve(t, Options{UnknownRevisionWait: time.Millisecond})
+	req, _ := http.NewRequest(http.MethodGet, s.url, nil)
+	req.Host = "Hello.Default.Example.com:8080"
+	resp, body := do(t, req, "default", "")
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, `"hello.default.example.com"`) {
+		t.Fatalf("got %d %q, want 404 naming the host", resp.StatusCode, body)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -15,21 +16,16 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/activator/instances"
+	"github.com/sluice-dev/sluice/activator/routes"
 )
 
-// ServeHTTP forwards a request to an instance of the revision its headers name, queueing it
-// until one has capacity.
+// ServeHTTP forwards a request to an instance of its revision, queueing it until one has
+// capacity.
 func (a *Activator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ns, name := r.Header.Get(HeaderNamespace), r.Header.Get(HeaderRevision)
-	switch {
-	case ns == "":
-		http.Error(w, "activator: missing header "+HeaderNamespace, http.StatusBadRequest)
-		return
-	case name == "":
-		http.Error(w, "activator: missing header "+HeaderRevision, http.StatusBadRequest)
+	key, found := a.revisionOf(w, r)
+	if !found {
 		return
 	}
-	key := ns + "/" + name
 	rev := a.lookup(r.Context(), key)
 	if rev == nil {
 		http.Error(w, "activator: unknown revision "+key, http.StatusNotFound)
@@ -75,6 +71,46 @@ func (a *Activator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.log.Debug("activator: instance refused the connection, trying another", "revision", key, "addr", b.addr, "err", at.err)
 		exclude = append(exclude, b.addr)
 	}
+}
+
+// HeaderTag selects a tag's route on a host, for requests routed by their authority. gRPC
+// clients send it as metadata "knative-serving-tag".
+const HeaderTag = "Knative-Serving-Tag"
+
+// revisionOf is the revision ("namespace/revision") a request is for: the one the gateway's
+// headers name, or else one its host's route leads to. When there is none it answers the
+// request itself and ok is false.
+func (a *Activator) revisionOf(w http.ResponseWriter, r *http.Request) (key string, ok bool) {
+	if name := r.Header.Get(HeaderRevision); name != "" {
+		ns := r.Header.Get(HeaderNamespace)
+		if ns == "" {
+			http.Error(w, "activator: missing header "+HeaderNamespace, http.StatusBadRequest)
+			return "", false
+		}
+		return ns + "/" + name, true
+	}
+	host := hostOf(r.Host)
+	if host == "" {
+		http.Error(w, "activator: no "+HeaderRevision+" header and no host to route by", http.StatusBadRequest)
+		return "", false
+	}
+	h := a.hosts.get(r.Context(), host, a.opts.UnknownRevisionWait)
+	if h == nil {
+		http.Error(w, fmt.Sprintf("activator: no %s header and no route for host %q", HeaderRevision, host), http.StatusNotFound)
+		return "", false
+	}
+	tag := r.Header.Get(HeaderTag)
+	route, ok := h.Match(tag)
+	if !ok {
+		http.Error(w, fmt.Sprintf("activator: no route of host %q for %s %q", host, HeaderTag, tag), http.StatusNotFound)
+		return "", false
+	}
+	key, ok = routes.Pick(route.Targets, a.standing, rand.Uint64())
+	if !ok {
+		http.Error(w, fmt.Sprintf("activator: the route of host %q sends no traffic anywhere", host), http.StatusNotFound)
+		return "", false
+	}
+	return key, true
 }
 
 // forward sends one attempt of r to at.addr; release runs when the attempt is over, even if the
@@ -183,8 +219,11 @@ func newProxy(log *slog.Logger) *proxy {
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	for _, rp := range []**httputil.ReverseProxy{&p.http1, &p.h2c} {
 		*rp = &httputil.ReverseProxy{
-			Rewrite:        rewrite,
-			FlushInterval:  -1,
+			Rewrite: rewrite,
+			// Streaming responses (no Content-Length, or text/event-stream: gRPC, SSE, chunked)
+			// are flushed on every write by ReverseProxy itself; the rest go out when the
+			// server's buffer fills or the response ends, saving a writer and a flush per write.
+			FlushInterval:  0,
 			BufferPool:     pool,
 			ErrorLog:       errLog,
 			ModifyResponse: recordStatus,

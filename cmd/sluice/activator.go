@@ -11,7 +11,7 @@ import (
 // activatorOptions are the activator command's flags.
 type activatorOptions struct {
 	listen, xds, nodeID, logLevel string
-	queueRequests                 int
+	queueRequests, maxHosts       int
 	queueBytes                    int64
 	queueTimeout, drainTimeout    time.Duration
 }
@@ -28,6 +28,15 @@ never above the revision's containerConcurrency per instance. HTTP/1.1 and h2c (
 
 It learns revisions and their ready instances from the control plane over xDS (--xds) and reports
 the requests it holds there over LRS, so activators can run as separate replicas.
+
+How it finds a request's revision: Envoy gateways name it in Knative-Serving-Namespace and
+Knative-Serving-Revision. Requests without Knative-Serving-Revision (proxyless gRPC clients, which
+ignore header rewrites, or HTTP clients sent here without Envoy) are routed by their authority
+(Host or :authority, port stripped): the activator asks the control plane for that host's route,
+takes the tag route whose Knative-Serving-Tag (gRPC metadata "knative-serving-tag") matches, else
+the default route, and picks among its revisions by weight, counting only those the gateways send
+to the activator. A host the control plane does not know gets 404; the routes of the
+--max-hosts most recently used hosts are kept.
 
 Queues are bounded per revision by request count, bytes (headers and declared Content-Length) and
 wait time; a request over a bound gets 503 with X-Sluice-Activator saying which. A request past its
@@ -54,6 +63,7 @@ to --drain-timeout.`,
 				QueueBytes:    o.queueBytes,
 				QueueTimeout:  o.queueTimeout,
 				DrainTimeout:  o.drainTimeout,
+				MaxHosts:      o.maxHosts,
 				Logger:        log,
 			})
 			if err != nil {
@@ -70,6 +80,7 @@ to --drain-timeout.`,
 	f.Int64Var(&o.queueBytes, "queue-bytes", activator.DefaultQueueBytes, "most bytes (headers and declared bodies) queued per revision")
 	f.DurationVar(&o.queueTimeout, "queue-timeout", activator.DefaultQueueTimeout, "longest a request waits for an instance")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", activator.DefaultDrainTimeout, "longest to wait for queued and in-flight requests when stopping")
+	f.IntVar(&o.maxHosts, "max-hosts", activator.DefaultMaxHosts, "most hosts whose routes are kept for requests without a revision header")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"time"
-
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-dev/sluice/activator"
@@ -11,9 +9,7 @@ import (
 // activatorOptions are the activator command's flags.
 type activatorOptions struct {
 	listen, xds, nodeID, logLevel string
-	queueRequests, maxHosts       int
-	queueBytes                    int64
-	queueTimeout, drainTimeout    time.Duration
+	limits                        activatorLimits
 }
 
 func newActivatorCmd() *cobra.Command {
@@ -55,17 +51,9 @@ to --drain-timeout.`,
 			if err != nil {
 				return err
 			}
-			a, err := activator.New(activator.Options{
-				Listen:        o.listen,
-				ControlPlane:  o.xds,
-				NodeID:        o.nodeID,
-				QueueRequests: o.queueRequests,
-				QueueBytes:    o.queueBytes,
-				QueueTimeout:  o.queueTimeout,
-				DrainTimeout:  o.drainTimeout,
-				MaxHosts:      o.maxHosts,
-				Logger:        log,
-			})
+			opts := o.limits.options()
+			opts.Listen, opts.ControlPlane, opts.NodeID, opts.Logger = o.listen, o.xds, o.nodeID, log
+			a, err := activator.New(opts)
 			if err != nil {
 				return err
 			}
@@ -76,11 +64,7 @@ to --drain-timeout.`,
 	f.StringVar(&o.listen, "listen", activator.DefaultListen, "address to serve HTTP/1.1 and h2c on")
 	f.StringVar(&o.xds, "xds", activator.DefaultControlPlane, "address of the control plane's xDS (and LRS) gRPC server")
 	f.StringVar(&o.nodeID, "node-id", "", `xDS node id (default "activator-<hostname>-<pid>")`)
-	f.IntVar(&o.queueRequests, "queue-requests", activator.DefaultQueueRequests, "most requests queued per revision")
-	f.Int64Var(&o.queueBytes, "queue-bytes", activator.DefaultQueueBytes, "most bytes (headers and declared bodies) queued per revision")
-	f.DurationVar(&o.queueTimeout, "queue-timeout", activator.DefaultQueueTimeout, "longest a request waits for an instance")
-	f.DurationVar(&o.drainTimeout, "drain-timeout", activator.DefaultDrainTimeout, "longest to wait for queued and in-flight requests when stopping")
-	f.IntVar(&o.maxHosts, "max-hosts", activator.DefaultMaxHosts, "most hosts whose routes are kept for requests without a revision header")
+	o.limits.bind(f, "")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -100,6 +100,7 @@ type activatorLimits struct {
 	queueBytes    int64
 	queueTimeout  time.Duration
 	drainTimeout  time.Duration
+	maxHosts      int
 }
 
 func (l *activatorLimits) bind(f *pflag.FlagSet, prefix string) {
@@ -107,10 +108,12 @@ func (l *activatorLimits) bind(f *pflag.FlagSet, prefix string) {
 	f.Int64Var(&l.queueBytes, prefix+"queue-bytes", activator.DefaultQueueBytes, "most bytes (headers and declared bodies) the activator queues per revision; more get 503")
 	f.DurationVar(&l.queueTimeout, prefix+"queue-timeout", activator.DefaultQueueTimeout, "longest a request waits in the activator for an instance before a 503")
 	f.DurationVar(&l.drainTimeout, prefix+"drain-timeout", activator.DefaultDrainTimeout, "longest the activator waits for queued and in-flight requests when stopping")
+	f.IntVar(&l.maxHosts, prefix+"max-hosts", activator.DefaultMaxHosts, "most hosts whose routes the activator keeps, for requests without a revision header (gRPC clients)")
 }
 
 func (l *activatorLimits) options() activator.Options {
-	return activator.Options{QueueRequests: l.queueRequests, QueueBytes: l.queueBytes, QueueTimeout: l.queueTimeout, DrainTimeout: l.drainTimeout}
+	return activator.Options{QueueRequests: l.queueRequests, QueueBytes: l.queueBytes, QueueTimeout: l.queueTimeout,
+		DrainTimeout: l.drainTimeout, MaxHosts: l.maxHosts}
 }
 
 // localScaler runs revisions as local processes (standalone mode).

@@ -15,6 +15,8 @@ import (
 	lrsv3 "github.com/envoyproxy/go-control-plane/envoy/service/load_stats/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/sluice-dev/sluice/activator/reconnect"
 )
 
 // Load is one cluster's load: what is held now, and what happened since the last report.
@@ -109,26 +111,9 @@ func (r *Reporter) Poke(cluster string) {
 // Run reports until ctx ends, reconnecting with backoff when the stream breaks. It returns
 // ctx's error.
 func (r *Reporter) Run(ctx context.Context) error {
-	backoff := r.opts.MinBackoff
 	last := r.opts.Now()
-	for {
-		healthy, err := r.stream(ctx, &last)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if healthy {
-			backoff = r.opts.MinBackoff
-		}
-		r.opts.Logger.Debug("lrs: stream broke, reconnecting", "err", err, "backoff", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		backoff = min(backoff*2, r.opts.MaxBackoff)
-	}
+	return reconnect.Loop(ctx, reconnect.Backoff{Min: r.opts.MinBackoff, Max: r.opts.MaxBackoff}, r.opts.Logger, "lrs",
+		func(ctx context.Context) (bool, error) { return r.stream(ctx, &last) })
 }
 
 // settings are what the server asks for in a LoadStatsResponse.

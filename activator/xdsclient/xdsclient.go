@@ -26,6 +26,8 @@ import (
 
 	"github.com/sluice-dev/sluice/activator/instances"
 	"github.com/sluice-dev/sluice/activator/routes"
+
+	"github.com/sluice-dev/sluice/activator/reconnect"
 )
 
 // Type URLs the activator subscribes to.
@@ -124,25 +126,7 @@ func (c *Client) wake() {
 
 // Run subscribes until ctx ends, reconnecting with backoff. It returns ctx's error.
 func (c *Client) Run(ctx context.Context) error {
-	backoff := c.opts.MinBackoff
-	for {
-		healthy, err := c.stream(ctx)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if healthy {
-			backoff = c.opts.MinBackoff
-		}
-		c.opts.Logger.Debug("xds: stream broke, reconnecting", "err", err, "backoff", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		backoff = min(backoff*2, c.opts.MaxBackoff)
-	}
+	return reconnect.Loop(ctx, reconnect.Backoff{Min: c.opts.MinBackoff, Max: c.opts.MaxBackoff}, c.opts.Logger, "xds", c.stream)
 }
 
 type received struct {

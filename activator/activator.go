@@ -34,6 +34,7 @@ import (
 	"github.com/sluice-dev/sluice/activator/lrs"
 	"github.com/sluice-dev/sluice/activator/routes"
 	"github.com/sluice-dev/sluice/activator/xdsclient"
+	"github.com/sluice-dev/sluice/xds"
 )
 
 // Headers the gateway sets on every request it sends to the activator, and the one the
@@ -59,8 +60,8 @@ const (
 	DefaultMaxHosts            = 1000
 )
 
-// NodeKind is the value of the node metadata field "sluice.dev/node-kind" the activator sends.
-const NodeKind = "activator"
+// NodeKind is the value of the node metadata field xds.NodeKindMetadataKey the activator sends.
+const NodeKind = string(xds.NodeActivator)
 
 // Options configure an Activator. Zero values take the defaults above.
 type Options struct {
@@ -194,7 +195,7 @@ func Node(id string) *corev3.Node {
 		UserAgentName:  "sluice-activator",
 		ClientFeatures: []string{"envoy.lrs.supports_send_all_clusters"},
 		Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"sluice.dev/node-kind": structpb.NewStringValue(NodeKind),
+			xds.NodeKindMetadataKey: structpb.NewStringValue(NodeKind),
 		}},
 	}
 }

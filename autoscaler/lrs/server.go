@@ -47,13 +47,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluice-dev/sluice/autoscaler/metrics"
+	"github.com/sluice-dev/sluice/xds"
 )
-
-// NodeKindKey is the node metadata field that tells the activator from data-plane clients.
-const NodeKindKey = "sluice.dev/node-kind"
-
-// NodeKindActivator is NodeKindKey's value on the activator's node.
-const NodeKindActivator = "activator"
 
 // DefaultInterval is how often clients are asked to report: the autoscaler samples once a second.
 const DefaultInterval = time.Second
@@ -146,7 +141,7 @@ type reporter struct {
 
 func reporterFor(node *corev3.Node, stream uint64) *reporter {
 	kind := metrics.DataPlane
-	if node.GetMetadata().GetFields()[NodeKindKey].GetStringValue() == NodeKindActivator {
+	if xds.ClassifyNode(node) == xds.NodeActivator {
 		kind = metrics.Activator
 	}
 	return &reporter{id: fmt.Sprintf("%s#%d", node.GetId(), stream), kind: kind, last: map[string]bool{}}

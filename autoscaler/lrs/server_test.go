@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluice-dev/sluice/autoscaler/metrics"
+	"github.com/sluice-dev/sluice/xds"
 )
 
 const rev = "default/hello-00001"
@@ -73,7 +74,7 @@ func startServer(t *testing.T, sink Sink, opts Options) lrsv3.LoadReportingServi
 func node(id, kind string) *corev3.Node {
 	n := &corev3.Node{Id: id}
 	if kind != "" {
-		md, _ := structpb.NewStruct(map[string]any{NodeKindKey: kind})
+		md, _ := structpb.NewStruct(map[string]any{xds.NodeKindMetadataKey: kind})
 		n.Metadata = md
 	}
 	return n
@@ -104,7 +105,7 @@ func open(t *testing.T, c lrsv3.LoadReportingServiceClient, n *corev3.Node) (grp
 func TestStream(t *testing.T) {
 	sink := newRecordingSink()
 	c := startServer(t, sink, Options{Now: func() time.Time { return t0 }})
-	st, _ := open(t, c, node("activator-0", NodeKindActivator))
+	st, _ := open(t, c, node("activator-0", string(xds.NodeActivator)))
 
 	resp, err := st.Recv()
 	if err != nil {

@@ -129,11 +129,11 @@ type revision struct {
 	// activatorSince is when clients acknowledged the flip to the activator; zero otherwise.
 	activatorSince time.Time
 	// waiting is the flip (plus one) whose acknowledgement a goroutine waits for; 0 for none.
-	waiting uint64
-	everReady      bool
-	last           scaling.Action
-	desired        int32
-	decided        bool
+	waiting   uint64
+	everReady bool
+	last      scaling.Action
+	desired   int32
+	decided   bool
 }
 
 // New returns an Autoscaler; Run drives it. state is the stored state (store.State).

@@ -287,10 +287,10 @@ func (s *Server) Update(res *Resources) (UpdateStats, error) {
 type Changes struct {
 	// Full means anything may have changed: UpdateChanged diffs everything, as
 	// Update does.
-	Full         bool
-	Clusters     []string
-	Endpoints    []string
-	Routes       []string
+	Full               bool
+	Clusters           []string
+	Endpoints          []string
+	Routes             []string
 	Listeners          []string
 	APIListeners       []string
 	ActivatorEndpoints []string

@@ -204,7 +204,10 @@ func TestScaleActivatorQueueFull(t *testing.T) {
 	s := startSluice(t, append(scaleFlags(),
 		"--activator-addr", "",
 		"--activator-endpoint", actAddr,
-		"--allow-zero-initial-scale")...)
+		// Start at zero. Globally: admission refuses the initial-scale "0" annotation whatever
+		// this flag says (scaling.ValidateAnnotations checks against Knative's default).
+		"--allow-zero-initial-scale",
+		"--initial-scale", "0")...)
 	e := &scaleEnv{s: s, activatorAddr: actAddr}
 	act := startProc(t, "activator", binaries.sluice, []string{"activator",
 		"--listen", actAddr,
@@ -227,9 +230,8 @@ func TestScaleActivatorQueueFull(t *testing.T) {
 		target:       "v1",
 		startupDelay: 3 * time.Second, // requests stay queued while it starts
 		annotations: map[string]string{
-			"min-scale":     "0",
-			"initial-scale": "0",
-			"max-scale":     "1",
+			"min-scale": "0",
+			"max-scale": "1",
 		},
 	}.yaml())
 	e.waitZero(t, scaledRevision)

@@ -2,6 +2,15 @@
 // pokes the autoscaler, and forwards the requests once instances are ready, never above a
 // revision's containerConcurrency per instance. It learns instances from the control plane over
 // delta ADS (activator/xdsclient) and reports what it holds over LRS (activator/lrs).
+//
+// A request's revision is the one its Knative-Serving-Namespace and Knative-Serving-Revision
+// headers name: Envoy gateways set them (overwriting what a client sent). Proxyless gRPC clients
+// ignore header rewrites, so a request without Knative-Serving-Revision is routed by its
+// authority instead: the activator subscribes (on the same ADS stream) to the route
+// configuration named by the host, takes the route its Knative-Serving-Tag selects (else the
+// default route), and picks among that route's weighted revisions by weight, counting only those
+// the gateways send to the activator (activator/routes). A host the control plane does not serve
+// within UnknownRevisionWait gets 404.
 package activator
 
 import (
@@ -23,6 +32,7 @@ import (
 
 	"github.com/sluice-dev/sluice/activator/instances"
 	"github.com/sluice-dev/sluice/activator/lrs"
+	"github.com/sluice-dev/sluice/activator/routes"
 	"github.com/sluice-dev/sluice/activator/xdsclient"
 )
 
@@ -46,6 +56,7 @@ const (
 	DefaultDrainTimeout        = 30 * time.Second
 	DefaultUnknownRevisionWait = 2 * time.Second
 	DefaultMaxAttempts         = 3
+	DefaultMaxHosts            = 1000
 )
 
 // NodeKind is the value of the node metadata field "sluice.dev/node-kind" the activator sends.
@@ -69,9 +80,12 @@ type Options struct {
 
 	// DrainTimeout bounds how long Run waits for in-flight and queued requests once stopped.
 	DrainTimeout time.Duration
-	// UnknownRevisionWait is how long a request for a revision the control plane has not named
-	// yet waits for it before a 404.
+	// UnknownRevisionWait is how long a request for a revision (or a host) the control plane has
+	// not named yet waits for it before a 404.
 	UnknownRevisionWait time.Duration
+	// MaxHosts bounds the hosts whose routes are kept (and subscribed to) for requests without a
+	// revision header; the least recently used beyond it are dropped.
+	MaxHosts int
 	// MaxAttempts bounds the instances tried for one request when connecting to them fails.
 	MaxAttempts int
 
@@ -105,6 +119,9 @@ func (o *Options) setDefaults() {
 	if o.UnknownRevisionWait <= 0 {
 		o.UnknownRevisionWait = DefaultUnknownRevisionWait
 	}
+	if o.MaxHosts <= 0 {
+		o.MaxHosts = DefaultMaxHosts
+	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = DefaultMaxAttempts
 	}
@@ -126,6 +143,7 @@ type Activator struct {
 	lookupsWaiting atomic.Int64
 
 	proxy *proxy
+	hosts *hostRoutes
 
 	conn     *grpc.ClientConn // nil without a control plane
 	xds      *xdsclient.Client
@@ -149,6 +167,8 @@ func New(opts Options) (*Activator, error) {
 		done:     make(chan struct{}),
 	}
 	a.proxy = newProxy(opts.Logger)
+	// Without a control plane no host is ever served: requests need the revision headers.
+	subscribe, unsubscribe := func(...string) {}, func(...string) {}
 	if opts.ControlPlane != "" {
 		conn, err := grpc.NewClient(opts.ControlPlane, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -156,12 +176,14 @@ func New(opts Options) (*Activator, error) {
 		}
 		a.conn = conn
 		node := Node(opts.NodeID)
-		a.xds = xdsclient.New(xdsclient.Options{Conn: conn, Node: node, Sink: a, Logger: opts.Logger})
+		a.xds = xdsclient.New(xdsclient.Options{Conn: conn, Node: node, Sink: a, Routes: a, Logger: opts.Logger})
+		subscribe, unsubscribe = a.xds.SubscribeRoutes, a.xds.UnsubscribeRoutes
 		a.reporter = lrs.NewReporter(lrs.Options{Conn: conn, Node: node, Source: a, Logger: opts.Logger})
 		if a.opts.Poke == nil {
 			a.opts.Poke = a.reporter.Poke
 		}
 	}
+	a.hosts = newHostRoutes(opts.MaxHosts, subscribe, unsubscribe)
 	return a, nil
 }
 
@@ -184,7 +206,8 @@ func (a *Activator) Update(put []instances.Revision, removed []string) {
 	for _, name := range removed {
 		if r := a.revs[name]; r != nil {
 			r.forget()
-			if r.inProgress.Load() == 0 {
+			// Otherwise TakeLoads drops it once its last counts are reported.
+			if r.idle() {
 				delete(a.revs, name)
 			}
 		}
@@ -201,6 +224,28 @@ func (a *Activator) Update(put []instances.Revision, removed []string) {
 		close(a.changed)
 		a.changed = make(chan struct{})
 	}
+}
+
+// UpdateRoutes implements xdsclient.RouteSink: the routes of the hosts subscribed to.
+func (a *Activator) UpdateRoutes(put []routes.Host, removed []string) {
+	a.hosts.update(put, removed)
+}
+
+// standing is what the activator knows of a revision, for routes.Pick.
+func (a *Activator) standing(name string) routes.Standing {
+	a.mu.RLock()
+	r := a.revs[name]
+	a.mu.RUnlock()
+	if r == nil {
+		return routes.Unknown
+	}
+	switch spec, known, _ := r.snapshot(); {
+	case !known:
+		return routes.Unknown
+	case spec.Proxied:
+		return routes.Proxied
+	}
+	return routes.Direct
 }
 
 // lookup finds a known revision, waiting up to UnknownRevisionWait for the control plane to
@@ -233,12 +278,15 @@ func (a *Activator) lookup(ctx context.Context, name string) *revision {
 }
 
 // TakeLoads implements lrs.Source: every revision with requests held now or since the last call,
-// resetting the counts.
+// resetting the counts. A removed revision stays until its last request has been reported.
 func (a *Activator) TakeLoads() []lrs.Load {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	var out []lrs.Load
 	for name, r := range a.revs {
+		if _, known, _ := r.snapshot(); !known && r.inProgress.Load() == 0 {
+			delete(a.revs, name) // its counts are reported below, for the last time
+		}
 		l := lrs.Load{
 			Cluster:    name,
 			InProgress: uint64(max(r.inProgress.Load(), 0)),
@@ -273,7 +321,8 @@ func (a *Activator) Run(ctx context.Context) error {
 }
 
 // Serve is Run on a listener of the caller's. It returns once in-flight and queued requests
-// have finished or DrainTimeout has passed, and the control-plane streams have stopped.
+// have finished or DrainTimeout has passed, and the control-plane streams have stopped. An
+// Activator serves once: call Run or Serve a single time.
 func (a *Activator) Serve(ctx context.Context, ln net.Listener) error {
 	defer close(a.done)
 	var protocols http.Protocols
@@ -328,7 +377,8 @@ func (a *Activator) logExit(what string, err error) {
 	}
 }
 
-// Shutdown stops accepting connections and waits, up to ctx, for Serve to drain.
+// Shutdown stops accepting connections and waits, up to ctx, for Run or Serve to drain (bounded
+// by DrainTimeout) and return. Called before Run or Serve, it waits for ctx.
 func (a *Activator) Shutdown(ctx context.Context) error {
 	a.stopOnce.Do(func() { close(a.stopping) })
 	select {

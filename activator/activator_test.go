@@ -99,16 +99,23 @@ func TestForwardsToAReadyInstance(t *testing.T) {
 	}
 }
 
-func TestMissingHeadersAre400(t *testing.T) {
+func TestRevisionWithoutNamespaceIs400(t *testing.T) {
 	s := serve(t, Options{})
-	for _, c := range []struct{ ns, rev, header string }{
-		{"", "hello-00001", HeaderNamespace},
-		{"default", "", HeaderRevision},
-	} {
-		resp, body := get(t, s.url, c.ns, c.rev)
-		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, c.header) {
-			t.Errorf("without %s: got %d %q, want 400 naming it", c.header, resp.StatusCode, body)
-		}
+	resp, body := get(t, s.url, "", "hello-00001")
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, HeaderNamespace) {
+		t.Errorf("without %s: got %d %q, want 400 naming it", HeaderNamespace, resp.StatusCode, body)
+	}
+}
+
+// Without a revision header the request is routed by its host; a host the control plane does
+// not serve (here: there is none) is 404 naming the host.
+func TestUnknownHostIs404AfterAWait(t *testing.T) {
+	s := serve(t, Options{UnknownRevisionWait: time.Millisecond})
+	req, _ := http.NewRequest(http.MethodGet, s.url, nil)
+	req.Host = "Hello.Default.Example.com:8080"
+	resp, body := do(t, req, "default", "")
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, `"hello.default.example.com"`) {
+		t.Fatalf("got %d %q, want 404 naming the host", resp.StatusCode, body)
 	}
 }
 
@@ -450,4 +457,58 @@ func TestDrainTimeoutBoundsShutdown(t *testing.T) {
 		t.Fatal("a request queued past the drain timeout got an answer")
 	}
 	<-served
+}
+
+func TestRemovedRevisionIsUnknown(t *testing.T) {
+	s := serve(t, Options{UnknownRevisionWait: time.Millisecond})
+	s.Update([]instances.Revision{{Name: "default/gone-00001", Addrs: []string{backendAddr(t, hello)}}}, nil)
+	if resp, _ := get(t, s.url, "default", "gone-00001"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("before removal: %d", resp.StatusCode)
+	}
+	// The handler counts the request just after the client has its answer.
+	waitFor(t, func() bool { return s.InProgress("default/gone-00001") == 0 })
+	s.Update(nil, []string{"default/gone-00001"})
+	if resp, body := get(t, s.url, "default", "gone-00001"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("after removal: %d %q, want 404", resp.StatusCode, body)
+	}
+	// Its last counts are still reported once, then it is forgotten.
+	if l := s.TakeLoads(); len(l) != 1 || l[0].Succeeded != 1 {
+		t.Fatalf("loads after removal = %+v, want the one success", l)
+	}
+	if l := s.TakeLoads(); len(l) != 0 {
+		t.Fatalf("loads later = %+v, want none", l)
+	}
+}
+
+// An HTTP/1.1 client reaches an h2c-only instance: the activator speaks each side's protocol.
+func TestHTTP1ClientToAnH2CInstance(t *testing.T) {
+	s := serve(t, Options{})
+	var h2cOnly http.Protocols
+	h2cOnly.SetUnencryptedHTTP2(true)
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "HTTP/%d", r.ProtoMajor)
+	}))
+	backend.Config.Protocols = &h2cOnly
+	backend.Start()
+	defer backend.Close()
+	s.Update([]instances.Revision{{Name: "default/h2-00001", Protocol: instances.H2C, Addrs: []string{backend.Listener.Addr().String()}}}, nil)
+	resp, body := get(t, s.url, "default", "h2-00001")
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 1 || body != "HTTP/2" {
+		t.Fatalf("got %s %d %q, want HTTP/1.1 200 from an instance seeing HTTP/2", resp.Proto, resp.StatusCode, body)
+	}
+}
+
+func TestRetriesARefusedH2CInstance(t *testing.T) {
+	s := serve(t, Options{})
+	var h2cOnly http.Protocols
+	h2cOnly.SetUnencryptedHTTP2(true)
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(w, r.Body) }))
+	backend.Config.Protocols = &h2cOnly
+	backend.Start()
+	defer backend.Close()
+	s.Update([]instances.Revision{{Name: "default/h2-00001", Protocol: instances.H2C, ContainerConcurrency: 1, Addrs: []string{deadAddr(t), backend.Listener.Addr().String()}}}, nil)
+	req, _ := http.NewRequest(http.MethodPost, s.url, strings.NewReader("over h2c"))
+	if resp, body := do(t, req, "default", "h2-00001"); resp.StatusCode != http.StatusOK || body != "over h2c" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
 }

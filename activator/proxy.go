@@ -6,29 +6,26 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/sluice-dev/sluice/activator/instances"
+	"github.com/sluice-dev/sluice/activator/routes"
 )
 
-// ServeHTTP forwards a request to an instance of the revision its headers name, queueing it
-// until one has capacity.
+// ServeHTTP forwards a request to an instance of its revision, queueing it until one has
+// capacity.
 func (a *Activator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ns, name := r.Header.Get(HeaderNamespace), r.Header.Get(HeaderRevision)
-	switch {
-	case ns == "":
-		http.Error(w, "activator: missing header "+HeaderNamespace, http.StatusBadRequest)
-		return
-	case name == "":
-		http.Error(w, "activator: missing header "+HeaderRevision, http.StatusBadRequest)
+	key, found := a.revisionOf(w, r)
+	if !found {
 		return
 	}
-	key := ns + "/" + name
 	rev := a.lookup(r.Context(), key)
 	if rev == nil {
 		http.Error(w, "activator: unknown revision "+key, http.StatusNotFound)
@@ -66,7 +63,7 @@ func (a *Activator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		at := &attempt{addr: b.addr, mayRetry: n < a.opts.MaxAttempts}
-		a.forward(w, r, ctx, spec.Protocol, at, func() { rev.release(b) })
+		a.forward(ctx, w, r, spec.Protocol, at, func() { rev.release(b) })
 		if !at.retry {
 			ok = at.status != 0 && at.status < 500
 			return
@@ -76,9 +73,49 @@ func (a *Activator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// HeaderTag selects a tag's route on a host, for requests routed by their authority. gRPC
+// clients send it as metadata "knative-serving-tag".
+const HeaderTag = "Knative-Serving-Tag"
+
+// revisionOf is the revision ("namespace/revision") a request is for: the one the gateway's
+// headers name, or else one its host's route leads to. When there is none it answers the
+// request itself and ok is false.
+func (a *Activator) revisionOf(w http.ResponseWriter, r *http.Request) (key string, ok bool) {
+	if name := r.Header.Get(HeaderRevision); name != "" {
+		ns := r.Header.Get(HeaderNamespace)
+		if ns == "" {
+			http.Error(w, "activator: missing header "+HeaderNamespace, http.StatusBadRequest)
+			return "", false
+		}
+		return ns + "/" + name, true
+	}
+	host := hostOf(r.Host)
+	if host == "" {
+		http.Error(w, "activator: no "+HeaderRevision+" header and no host to route by", http.StatusBadRequest)
+		return "", false
+	}
+	h := a.hosts.get(r.Context(), host, a.opts.UnknownRevisionWait)
+	if h == nil {
+		http.Error(w, fmt.Sprintf("activator: no %s header and no route for host %q", HeaderRevision, host), http.StatusNotFound)
+		return "", false
+	}
+	tag := r.Header.Get(HeaderTag)
+	route, ok := h.Match(tag)
+	if !ok {
+		http.Error(w, fmt.Sprintf("activator: no route of host %q for %s %q", host, HeaderTag, tag), http.StatusNotFound)
+		return "", false
+	}
+	key, ok = routes.Pick(route.Targets, a.standing, rand.Uint64())
+	if !ok {
+		http.Error(w, fmt.Sprintf("activator: the route of host %q sends no traffic anywhere", host), http.StatusNotFound)
+		return "", false
+	}
+	return key, true
+}
+
 // forward sends one attempt of r to at.addr; release runs when the attempt is over, even if the
 // response copy aborts.
-func (a *Activator) forward(w http.ResponseWriter, r *http.Request, ctx context.Context, proto instances.Protocol, at *attempt, release func()) {
+func (a *Activator) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, proto instances.Protocol, at *attempt, release func()) {
 	defer release()
 	out := r.WithContext(context.WithValue(ctx, attemptKey{}, at))
 	if r.Body != nil && r.Body != http.NoBody {
@@ -182,8 +219,11 @@ func newProxy(log *slog.Logger) *proxy {
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	for _, rp := range []**httputil.ReverseProxy{&p.http1, &p.h2c} {
 		*rp = &httputil.ReverseProxy{
-			Rewrite:        rewrite,
-			FlushInterval:  -1,
+			Rewrite: rewrite,
+			// Streaming responses (no Content-Length, or text/event-stream: gRPC, SSE, chunked)
+			// are flushed on every write by ReverseProxy itself; the rest go out when the
+			// server's buffer fills or the response ends, saving a writer and a flush per write.
+			FlushInterval:  0,
 			BufferPool:     pool,
 			ErrorLog:       errLog,
 			ModifyResponse: recordStatus,
@@ -216,21 +256,10 @@ func rewrite(pr *httputil.ProxyRequest) {
 	}
 	if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
 		if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-			ip = joinComma(prior) + ", " + ip
+			ip = strings.Join(prior, ", ") + ", " + ip
 		}
 		pr.Out.Header.Set("X-Forwarded-For", ip)
 	}
-}
-
-func joinComma(vs []string) string {
-	if len(vs) == 1 {
-		return vs[0]
-	}
-	s := vs[0]
-	for _, v := range vs[1:] {
-		s += ", " + v
-	}
-	return s
 }
 
 func recordStatus(resp *http.Response) error {

@@ -89,6 +89,11 @@ func (r *revision) forget() {
 	r.backends = nil
 }
 
+// idle says whether the revision holds no request and has no count left to report.
+func (r *revision) idle() bool {
+	return r.inProgress.Load() == 0 && r.issued.Load() == 0 && r.succeeded.Load() == 0 && r.failed.Load() == 0
+}
+
 func (r *revision) snapshot() (spec instances.Revision, known bool, ready int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -125,6 +130,8 @@ func (r *revision) acquire(ctx context.Context, size int64, exclude []string, li
 	w.elem = r.queue.PushBack(w)
 	r.queued++
 	r.qBytes += size
+	// Waiters ahead may be unable to use a free instance (they exclude it); this one may.
+	r.dispatchLocked()
 	r.mu.Unlock()
 
 	// The timer exists only for requests that queue: the fast path stays allocation-light.

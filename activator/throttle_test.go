@@ -212,6 +212,29 @@ func TestExcludedInstancesAreNotPicked(t *testing.T) {
 	}
 }
 
+// A queued request that excludes the free instance does not hold back one that can use it.
+func TestAWaiterThatExcludesAnInstanceDoesNotBlockOthers(t *testing.T) {
+	r := revWith(1, "a")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	excluded := make(chan error, 1)
+	go func() {
+		_, err := r.acquire(ctx, 1, []string{"a"}, roomy)
+		excluded <- err
+	}()
+	waitFor(t, func() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.queued == 1 })
+	lim := roomy
+	lim.wait = 10 * time.Second // a bound on the failure, not a timing assertion
+	b, err := r.acquire(context.Background(), 1, nil, lim)
+	if err != nil || b.addr != "a" {
+		t.Fatalf("request behind a waiter excluding a: got %v, %v; want a", b, err)
+	}
+	cancel()
+	if err := <-excluded; !errors.Is(err, context.Canceled) {
+		t.Fatalf("excluding waiter: %v", err)
+	}
+}
+
 func equal(a, b []string) bool {
 	if len(a) != len(b) {
 		return false

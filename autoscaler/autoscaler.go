@@ -352,14 +352,21 @@ func (a *Autoscaler) waitPushed(ctx context.Context, key routing.Key, ok func(ro
 		a.mu.Lock()
 		in, found := a.pushed[key]
 		done := !found || ok(in)
-		next := a.synced
+		next, running := a.synced, a.ctx
 		a.mu.Unlock()
 		if done {
 			break
 		}
+		// Once the autoscaler stopped (serve is shutting down) no pass will push again.
+		var stopped <-chan struct{}
+		if running != nil {
+			stopped = running.Done()
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-stopped:
+			return ErrStopping
 		case <-next:
 		}
 	}
@@ -403,6 +410,10 @@ func (a *Autoscaler) Changed() []routing.Key {
 	clear(a.changed)
 	return keys
 }
+
+// ErrStopping is WaitRemoved's answer once the autoscaler has stopped: nothing will push the
+// removal any more.
+var ErrStopping = errors.New("sluice is stopping: the removal will not be pushed")
 
 // Reasons a scaled revision is not ready.
 const (

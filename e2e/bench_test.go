@@ -101,7 +101,7 @@ func (s *benchSluice) start() {
 		b.Fatal(err)
 	}
 	s.cmd = exec.Command(binaries.sluice, "serve", "--data-dir", s.dataDir, "--xds-addr", s.xdsAddr,
-		"--api-addr", s.apiAddr, "--domain", "example.com")
+		"--api-addr", s.apiAddr, "--domain", "example.com", "--activator-addr", loopback(freePort(b)))
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := s.cmd.Start(); err != nil {

@@ -197,9 +197,11 @@ type sluiceServer struct {
 	dataDir string
 	xdsAddr string
 	apiAddr string
-	extra   []string // additional serve flags (e.g. Envoy listener addresses)
-	proc    *proc
-	starts  int
+	// activatorAddr is the in-process activator's; each server has its own port.
+	activatorAddr string
+	extra         []string // additional serve flags (e.g. Envoy listener addresses)
+	proc          *proc
+	starts        int
 }
 
 func startSluice(t *testing.T, extra ...string) *sluiceServer {
@@ -211,6 +213,8 @@ func startSluice(t *testing.T, extra ...string) *sluiceServer {
 		xdsAddr: loopback(freePort(t)),
 		apiAddr: loopback(freePort(t)),
 		extra:   extra,
+
+		activatorAddr: loopback(freePort(t)),
 	}
 	s.start()
 	return s
@@ -224,6 +228,7 @@ func (s *sluiceServer) start() {
 		"--data-dir", s.dataDir,
 		"--xds-addr", s.xdsAddr,
 		"--api-addr", s.apiAddr,
+		"--activator-addr", s.activatorAddr,
 		"--domain", "example.com",
 	}, s.extra...)
 	p := startProc(t, fmt.Sprintf("sluice-%d", s.starts), binaries.sluice, args, nil)

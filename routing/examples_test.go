@@ -100,3 +100,16 @@ func TestKnativeArticleStandalone(t *testing.T) {
 		t.Fatalf("table = %+v, want no hosts and one backend", tab)
 	}
 }
+
+// TestScaleToZeroExample: the README's scale-from-zero example applies, and its revision runs a
+// command with the autoscaling annotations carried over.
+func TestScaleToZeroExample(t *testing.T) {
+	st := apply(t, NewState(), decodeFile(t, "../examples/scale-to-zero/hello.yaml"))
+	rev := st.Revisions[Key{"default", "hello-00001"}]
+	if rev == nil {
+		t.Fatal("no revision hello-00001")
+	}
+	if c := rev.Spec.Containers; len(c) != 1 || len(c[0].Command) == 0 || rev.Annotations["autoscaling.knative.dev/window"] != "6s" {
+		t.Errorf("revision = %+v, annotations %v", c, rev.Annotations)
+	}
+}

@@ -160,10 +160,13 @@ func newTracker(s *Server) *tracker {
 // LDS on gRPC streams counts: gRPC clients ask LDS for exactly the host they dial, so that names
 // every host worth building an API listener for. A wildcard LDS subscription names none: gRPC
 // never makes one, and building every host for it would undo the point of building on demand.
+// An activator's RDS names count too: it asks for the per-host route configuration of a host a
+// gRPC client sent it a request for, and must get it even once that client has gone.
 // It returns the wantedGen a builder must have served for every name the stream just added
 // (0: none added). Callers hold t.mu.
 func (t *tracker) countWantedLocked(st *streamState, ts *typeState, typeURL string) (need uint64) {
-	if typeURL != typeListener || st.kind != NodeGRPC {
+	counts := typeURL == typeListener && st.kind == NodeGRPC || typeURL == resource.RouteType && st.kind == NodeActivator
+	if !counts {
 		return 0
 	}
 	var now map[string]struct{}

@@ -5,9 +5,11 @@ import (
 	"slices"
 	"testing"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // waitWanted waits for WantedHosts to be want, taking WantedChanges' signals; the harness's
@@ -105,4 +107,19 @@ func TestWantedHeldUntilServed(t *testing.T) {
 	h.waitWanted(a, b)
 	d.cancel()
 	h.waitWanted(a)
+}
+
+// An activator's RDS subscription to a host counts as wanting it: the activator routes a gRPC
+// client's request by its host's route configuration, which must be built even once no gRPC
+// client subscribes to the host any more.
+func TestActivatorWantsItsHosts(t *testing.T) {
+	h := newHarness(t)
+	const a = "a.default.example.com"
+	act := h.delta(&core.Node{Id: "act", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+		NodeKindMetadataKey: structpb.NewStringValue(string(NodeActivator)),
+	}}})
+	act.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.RouteType, ResourceNamesSubscribe: []string{a}})
+	h.waitWanted(a)
+	act.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.RouteType, ResourceNamesUnsubscribe: []string{a}})
+	h.waitWanted()
 }

@@ -23,6 +23,9 @@ type Revision struct {
 	// Timeout bounds a request from its arrival to its last response byte; 0 means none.
 	Timeout  time.Duration
 	Protocol Protocol
+	// Proxied says gateways send the revision's requests to the activator (it is at zero, or the
+	// autoscaler keeps the activator in its path); false for a revision they reach directly.
+	Proxied bool
 	// Addrs are the host:port of the ready instances, possibly none.
 	Addrs []string
 }

@@ -58,6 +58,10 @@ type Reporter struct {
 	lastPoke map[string]time.Time // when each cluster was last poked
 	pokeGap  time.Duration        // at most one poke per cluster per report interval
 	poked    chan struct{}        // capacity 1: wakes the stream loop
+
+	// unsent are loads taken from the Source whose report could not be sent. Only Run's
+	// goroutine touches it.
+	unsent []Load
 }
 
 // NewReporter builds a Reporter; Run starts it.
@@ -205,15 +209,27 @@ func (r *Reporter) stream(ctx context.Context, last *time.Time) (healthy bool, e
 			}
 			cur = s
 		case <-ticker.C:
+			// gRPC buffers a Send on a broken stream without error; a break already seen must not
+			// take counts only to lose them.
+			select {
+			case err := <-recvErr:
+				return true, fmt.Errorf("lrs: receive: %w", err)
+			default:
+			}
 			now := r.opts.Now()
-			req := r.report(cur, r.opts.Source.TakeLoads(), now.Sub(*last))
-			*last = now
+			loads := mergeLoads(r.unsent, r.opts.Source.TakeLoads())
+			r.unsent = nil
+			req := r.report(cur, loads, now.Sub(*last))
 			if len(req.ClusterStats) == 0 {
+				*last = now
 				continue
 			}
 			if err := st.Send(req); err != nil {
+				// The counts go out with the next report, on the next stream.
+				r.unsent = loads
 				return true, fmt.Errorf("lrs: send report: %w", err)
 			}
+			*last = now
 		case <-r.poked:
 			if req := r.pokeReport(cur); len(req.ClusterStats) > 0 {
 				if err := st.Send(req); err != nil {
@@ -270,6 +286,31 @@ func (r *Reporter) pokeReport(s settings) *lrsv3.LoadStatsRequest {
 		req.ClusterStats = append(req.ClusterStats, clusterStats(Load{Cluster: c, InProgress: n}, iv))
 	}
 	return req
+}
+
+// mergeLoads adds the counts of loads not yet reported to the current ones. What is in progress
+// is the current figure.
+func mergeLoads(unsent, cur []Load) []Load {
+	if len(unsent) == 0 {
+		return cur
+	}
+	byCluster := make(map[string]int, len(cur))
+	for i, l := range cur {
+		byCluster[l.Cluster] = i
+	}
+	for _, u := range unsent {
+		i, ok := byCluster[u.Cluster]
+		if !ok {
+			u.InProgress = 0
+			byCluster[u.Cluster] = len(cur)
+			cur = append(cur, u)
+			continue
+		}
+		cur[i].Issued += u.Issued
+		cur[i].Succeeded += u.Succeeded
+		cur[i].Failed += u.Failed
+	}
+	return cur
 }
 
 func clusterStats(l Load, interval *durationpb.Duration) *endpointv3.ClusterStats {

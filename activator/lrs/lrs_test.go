@@ -11,6 +11,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	lrsv3 "github.com/envoyproxy/go-control-plane/envoy/service/load_stats/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -66,7 +67,8 @@ type fakeLRS struct {
 	resp    *lrsv3.LoadStatsResponse
 	streams chan *corev3.Node // a stream opened, with its node
 	reports chan *lrsv3.LoadStatsRequest
-	hangUp  chan struct{} // a receive ends the current stream
+	hangUp  chan struct{} // closed: handlers return
+	stop    func()
 }
 
 func (f *fakeLRS) StreamLoadStats(st lrsv3.LoadReportingService_StreamLoadStatsServer) error {
@@ -100,19 +102,23 @@ func (f *fakeLRS) StreamLoadStats(st lrsv3.LoadReportingService_StreamLoadStatsS
 			select {
 			case f.reports <- r:
 			case <-f.hangUp:
-				return errors.New("hang up")
+				return errors.New("stopped")
 			}
 		case err := <-errc:
 			return err
 		case <-f.hangUp:
-			return errors.New("hang up")
+			return errors.New("stopped")
 		}
 	}
 }
 
 func startLRS(t *testing.T, resp *lrsv3.LoadStatsResponse) (*fakeLRS, string) {
+	return startLRSAt(t, "127.0.0.1:0", resp)
+}
+
+func startLRSAt(t *testing.T, addr string, resp *lrsv3.LoadStatsResponse) (*fakeLRS, string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +126,10 @@ func startLRS(t *testing.T, resp *lrsv3.LoadStatsResponse) (*fakeLRS, string) {
 	g := grpc.NewServer()
 	lrsv3.RegisterLoadReportingServiceServer(g, f)
 	go g.Serve(ln)
+	f.stop = func() {
+		close(f.hangUp) // unblocks a handler waiting to hand over a report
+		g.Stop()
+	}
 	t.Cleanup(g.Stop)
 	return f, ln.Addr().String()
 }
@@ -138,6 +148,11 @@ func (c *clock) advance(d time.Duration) {
 }
 
 func runReporter(t *testing.T, addr string, src Source, now func() time.Time) *Reporter {
+	r, _ := runReporterConn(t, addr, src, now)
+	return r
+}
+
+func runReporterConn(t *testing.T, addr string, src Source, now func() time.Time) (*Reporter, *grpc.ClientConn) {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -154,7 +169,7 @@ func runReporter(t *testing.T, addr string, src Source, now func() time.Time) *R
 		}
 		conn.Close()
 	})
-	return r
+	return r, conn
 }
 
 func recv[T any](t *testing.T, ch <-chan T, what string) T {
@@ -172,7 +187,7 @@ func TestReportsEachIntervalAndAcrossReconnects(t *testing.T) {
 	f, addr := startLRS(t, &lrsv3.LoadStatsResponse{SendAllClusters: true, LoadReportingInterval: durationpb.New(time.Millisecond)})
 	src := &source{}
 	src.add(Load{Cluster: "default/a-00001", InProgress: 2, Issued: 5, Succeeded: 3, Failed: 1})
-	runReporter(t, addr, src, nil)
+	_, conn := runReporterConn(t, addr, src, nil)
 	if n := recv(t, f.streams, "stream"); n.GetId() != "activator-test" {
 		t.Fatalf("node = %v", n)
 	}
@@ -186,13 +201,19 @@ func TestReportsEachIntervalAndAcrossReconnects(t *testing.T) {
 		t.Fatalf("cluster stats = %v", r)
 	}
 
-	// The server hangs up; counts made meanwhile arrive on the next stream.
-	f.hangUp <- struct{}{}
+	// The control plane goes away; counts made while it is down arrive once it is back.
+	f.stop()
+	// LRS has no acknowledgement: a report sent as the connection breaks is lost. What the reporter
+	// owes is not to take counts while it has no stream: wait until it is trying to reconnect.
+	for s := conn.GetState(); s != connectivity.Connecting && s != connectivity.TransientFailure; s = conn.GetState() {
+		conn.WaitForStateChange(context.Background(), s)
+	}
 	src.add(Load{Cluster: "default/a-00001", InProgress: 0, Issued: 7})
-	recv(t, f.streams, "second stream")
+	f2, _ := startLRSAt(t, addr, f.resp)
+	recv(t, f2.streams, "second stream")
 	var issued uint64
 	for issued < 7 {
-		r := recv(t, f.reports, "report after reconnect")
+		r := recv(t, f2.reports, "report after reconnect")
 		for _, cs := range r.ClusterStats {
 			issued += cs.UpstreamLocalityStats[0].TotalIssuedRequests
 		}

@@ -90,21 +90,20 @@ func cla(name string, cc, timeout float64, proto string, addrs ...string) *endpo
 
 // controlPlane is a real go-control-plane delta ADS server on loopback.
 type controlPlane struct {
-	cache *cache.LinearCache
-	addr  string
-	g     *grpc.Server
+	addr string
+	g    *grpc.Server
 
 	mu   sync.Mutex
 	reqs []*discoveryv3.DeltaDiscoveryRequest
 }
 
-func startControlPlane(t *testing.T, lc *cache.LinearCache, addr string) *controlPlane {
+func startControlPlane(t *testing.T, lc cache.Cache, addr string) *controlPlane {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := &controlPlane{cache: lc, addr: ln.Addr().String(), g: grpc.NewServer()}
+	cp := &controlPlane{addr: ln.Addr().String(), g: grpc.NewServer()}
 	cb := serverv3.CallbackFuncs{StreamDeltaRequestFunc: func(_ int64, r *discoveryv3.DeltaDiscoveryRequest) error {
 		cp.mu.Lock()
 		cp.reqs = append(cp.reqs, r)
@@ -127,12 +126,19 @@ func (cp *controlPlane) requests() []*discoveryv3.DeltaDiscoveryRequest {
 
 func runClient(t *testing.T, addr string, sink instances.Sink) {
 	t.Helper()
+	startClient(t, addr, Options{Sink: sink})
+}
+
+// startClient runs a Client with opts (Conn, Node and backoffs filled in) until the test ends.
+func startClient(t *testing.T, addr string, opts Options) *Client {
+	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	node := &corev3.Node{Id: "activator-test", UserAgentName: "sluice-activator"}
-	c := New(Options{Conn: conn, Node: node, Sink: sink, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+	opts.Conn, opts.Node, opts.MinBackoff, opts.MaxBackoff = conn, node, time.Millisecond, 10*time.Millisecond
+	c := New(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -143,6 +149,7 @@ func runClient(t *testing.T, addr string, sink instances.Sink) {
 		}
 		conn.Close()
 	})
+	return c
 }
 
 func TestLearnsRevisionsAndTheirChanges(t *testing.T) {
@@ -255,9 +262,30 @@ func TestRevisionRejectsMalformedAssignments(t *testing.T) {
 		"bad protocol":     cla("ns/r", 2, 10, "spdy"),
 		"fractional cc":    cla("ns/r", 2.5, 10, "http1"),
 		"negative timeout": cla("ns/r", 2, -1, "http1"),
+		"proxied a string": withProxied(cla("ns/r", 2, 10, "http1"), structpb.NewStringValue("yes")),
 	} {
 		if _, err := Revision(c); err == nil {
 			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func withProxied(c *endpointv3.ClusterLoadAssignment, v *structpb.Value) *endpointv3.ClusterLoadAssignment {
+	c.Endpoints[0].Metadata.FilterMetadata[MetadataKey].Fields["proxied"] = v
+	return c
+}
+
+func TestRevisionReadsProxied(t *testing.T) {
+	for _, c := range []struct {
+		v    *structpb.Value
+		want bool
+	}{{nil, false}, {structpb.NewBoolValue(false), false}, {structpb.NewBoolValue(true), true}} {
+		a := cla("ns/r", 0, 10, "http1")
+		if c.v != nil {
+			a = withProxied(a, c.v)
+		}
+		if r, err := Revision(a); err != nil || r.Proxied != c.want {
+			t.Errorf("proxied %v: Revision = %+v, %v, want Proxied %v", c.v, r, err, c.want)
 		}
 	}
 }

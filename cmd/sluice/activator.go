@@ -1,8 +1,6 @@
 package main
 
 import (
-	"time"
-
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-dev/sluice/activator"
@@ -11,9 +9,7 @@ import (
 // activatorOptions are the activator command's flags.
 type activatorOptions struct {
 	listen, xds, nodeID, logLevel string
-	queueRequests                 int
-	queueBytes                    int64
-	queueTimeout, drainTimeout    time.Duration
+	limits                        activatorLimits
 }
 
 func newActivatorCmd() *cobra.Command {
@@ -28,6 +24,15 @@ never above the revision's containerConcurrency per instance. HTTP/1.1 and h2c (
 
 It learns revisions and their ready instances from the control plane over xDS (--xds) and reports
 the requests it holds there over LRS, so activators can run as separate replicas.
+
+How it finds a request's revision: Envoy gateways name it in Knative-Serving-Namespace and
+Knative-Serving-Revision. Requests without Knative-Serving-Revision (proxyless gRPC clients, which
+ignore header rewrites, or HTTP clients sent here without Envoy) are routed by their authority
+(Host or :authority, port stripped): the activator asks the control plane for that host's route,
+takes the tag route whose Knative-Serving-Tag (gRPC metadata "knative-serving-tag") matches, else
+the default route, and picks among its revisions by weight, counting only those the gateways send
+to the activator. A host the control plane does not know gets 404; the routes of the
+--max-hosts most recently used hosts are kept.
 
 Queues are bounded per revision by request count, bytes (headers and declared Content-Length) and
 wait time; a request over a bound gets 503 with X-Sluice-Activator saying which. A request past its
@@ -46,16 +51,9 @@ to --drain-timeout.`,
 			if err != nil {
 				return err
 			}
-			a, err := activator.New(activator.Options{
-				Listen:        o.listen,
-				ControlPlane:  o.xds,
-				NodeID:        o.nodeID,
-				QueueRequests: o.queueRequests,
-				QueueBytes:    o.queueBytes,
-				QueueTimeout:  o.queueTimeout,
-				DrainTimeout:  o.drainTimeout,
-				Logger:        log,
-			})
+			opts := o.limits.options()
+			opts.Listen, opts.ControlPlane, opts.NodeID, opts.Logger = o.listen, o.xds, o.nodeID, log
+			a, err := activator.New(opts)
 			if err != nil {
 				return err
 			}
@@ -66,10 +64,7 @@ to --drain-timeout.`,
 	f.StringVar(&o.listen, "listen", activator.DefaultListen, "address to serve HTTP/1.1 and h2c on")
 	f.StringVar(&o.xds, "xds", activator.DefaultControlPlane, "address of the control plane's xDS (and LRS) gRPC server")
 	f.StringVar(&o.nodeID, "node-id", "", `xDS node id (default "activator-<hostname>-<pid>")`)
-	f.IntVar(&o.queueRequests, "queue-requests", activator.DefaultQueueRequests, "most requests queued per revision")
-	f.Int64Var(&o.queueBytes, "queue-bytes", activator.DefaultQueueBytes, "most bytes (headers and declared bodies) queued per revision")
-	f.DurationVar(&o.queueTimeout, "queue-timeout", activator.DefaultQueueTimeout, "longest a request waits for an instance")
-	f.DurationVar(&o.drainTimeout, "drain-timeout", activator.DefaultDrainTimeout, "longest to wait for queued and in-flight requests when stopping")
+	o.limits.bind(f, "")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -246,7 +246,8 @@ func TestServeStartsAndStops(t *testing.T) {
 	var errOut bytes.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "--data-dir", dataDir, "--api-addr", addr, "--log-level", "warn"},
+		done <- run(ctx, []string{"serve", "--data-dir", dataDir, "--api-addr", addr, "--log-level", "warn",
+			"--xds-addr", "127.0.0.1:0", "--activator-addr", "127.0.0.1:0"},
 			strings.NewReader(""), &bytes.Buffer{}, &errOut, func(string) string { return "" })
 	}()
 	e := &env{t: t, vars: map[string]string{"SLUICE_SERVER": "http://" + addr}}

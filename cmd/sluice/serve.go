@@ -37,7 +37,10 @@ type serveOptions struct {
 	// Scale from zero: the in-process activator, and where gateways reach activators.
 	activatorAddr     string
 	activatorEndpoint string
+	activator         activatorLimits
 	scaling           *scalingFlags
+	// drainPeriod is how long a stopping instance keeps serving after its removal was acknowledged.
+	drainPeriod time.Duration
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -51,6 +54,14 @@ to (--xds-addr).
 
 The API listens on loopback by default. To bind it elsewhere, set a token (--token or
 SLUICE_TOKEN) that clients must then present: anyone who reaches the API can change routing.
+
+Revisions whose container has a command run as local processes that serve scales like Knative's
+KPA: each instance gets its own PORT, output goes to --data-dir/logs ('sluice logs REVISION'), and
+an idle revision goes to zero instances. Requests for a revision at zero go to the activator
+(--activator-addr), which holds them, wakes the revision and forwards them once an instance is
+ready. The autoscaling flags below are Knative's config-autoscaler defaults; a revision's
+autoscaling.knative.dev/* annotations override them. Revisions with only an image need Kubernetes
+mode; revisions with the sluice.dev/endpoints annotation are served at those addresses and not scaled.
 
 With --watch DIR, serve also applies DIR's *.yaml, *.yml and *.json files at start and whenever
 they change, all files as one batch: an invalid file is logged and nothing of it applies, so
@@ -85,8 +96,11 @@ SIGINT or SIGTERM stops serve gracefully; a second one stops it at once.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.externalAddr, "envoy-external-addr", "0.0.0.0:8080", "address Envoy gateways bind the external listener to (public hosts)")
 	f.StringVar(&o.internalAddr, "envoy-internal-addr", "127.0.0.1:8081", "address Envoy gateways bind the internal listener to (cluster-local hosts); loopback unless you give your private network's address")
-	f.StringVar(&o.activatorAddr, "activator-addr", "127.0.0.1:8012", "address of the activator serve runs (empty: none, activators run elsewhere with `sluice activator`)")
+	f.StringVar(&o.activatorAddr, "activator-addr", "127.0.0.1:8012", "address of the activator serve runs (empty: none; activators run elsewhere, started with 'sluice activator')")
 	f.StringVar(&o.activatorEndpoint, "activator-endpoint", "", "IP:PORT gateways send a revision's requests to while it is at zero (default: --activator-addr)")
+	o.activator.bind(f, "activator-")
+	f.DurationVar(&o.drainPeriod, "instance-drain-period", time.Second,
+		"how long a local instance keeps serving requests already sent to it, once clients stopped sending it new ones")
 	o.scaling = bindScalingFlags(f)
 	return cmd
 }

@@ -6,7 +6,9 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"time"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 
 	"github.com/sluice-dev/sluice/activator"
@@ -28,8 +30,22 @@ func (s *server) addScaling(srv *xds.Server, g *grpc.Server, xdsAddr net.Addr) (
 	if err != nil {
 		return nil, err
 	}
-	actEndpoint, err := activatorEndpoint(s.opts.activatorAddr, s.opts.activatorEndpoint)
+	// The activator's port is bound first: the address gateways are given is the bound one.
+	var actLn net.Listener
+	if s.opts.activatorAddr != "" {
+		if actLn, err = net.Listen("tcp", s.opts.activatorAddr); err != nil {
+			return nil, fmt.Errorf("listen for the activator on %s: %w", s.opts.activatorAddr, err)
+		}
+	}
+	bound := ""
+	if actLn != nil {
+		bound = actLn.Addr().String()
+	}
+	actEndpoint, err := activatorEndpoint(bound, s.opts.activatorEndpoint)
 	if err != nil {
+		if actLn != nil {
+			_ = actLn.Close()
+		}
 		return nil, err
 	}
 
@@ -46,7 +62,8 @@ func (s *server) addScaling(srv *xds.Server, g *grpc.Server, xdsAddr net.Addr) (
 			}
 			return as.WaitRemoved(ctx, key, ep)
 		},
-		Logger: s.log,
+		DrainPeriod: s.opts.drainPeriod,
+		Logger:      s.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start the local instances' supervisor: %w", err)
@@ -62,23 +79,41 @@ func (s *server) addScaling(srv *xds.Server, g *grpc.Server, xdsAddr net.Addr) (
 
 	s.add("instances", sup.Run)
 	s.add("autoscaler", func(ctx context.Context) error { as.Run(ctx); return nil })
-	if s.opts.activatorAddr != "" {
-		ln, err := net.Listen("tcp", s.opts.activatorAddr)
+	if actLn != nil {
+		opts := s.opts.activator.options()
+		opts.ControlPlane = dialable(xdsAddr)
+		opts.NodeID = "sluice-activator-" + actLn.Addr().String()
+		opts.Logger = s.log
+		act, err := activator.New(opts)
 		if err != nil {
-			return nil, fmt.Errorf("listen for the activator on %s: %w", s.opts.activatorAddr, err)
-		}
-		act, err := activator.New(activator.Options{
-			ControlPlane: dialable(xdsAddr),
-			NodeID:       "sluice-activator-" + ln.Addr().String(),
-			Logger:       s.log,
-		})
-		if err != nil {
-			_ = ln.Close()
+			_ = actLn.Close()
 			return nil, err
 		}
-		s.add("activator", func(ctx context.Context) error { return act.Serve(ctx, ln) })
+		s.add("activator", func(ctx context.Context) error { return act.Serve(ctx, actLn) })
 	}
 	return as, nil
+}
+
+// activatorLimits are an activator's bounds, as flags of serve (prefixed) and of `sluice activator`.
+type activatorLimits struct {
+	queueRequests int
+	queueBytes    int64
+	queueTimeout  time.Duration
+	drainTimeout  time.Duration
+	maxHosts      int
+}
+
+func (l *activatorLimits) bind(f *pflag.FlagSet, prefix string) {
+	f.IntVar(&l.queueRequests, prefix+"queue-requests", activator.DefaultQueueRequests, "most requests the activator queues per revision; more get 503")
+	f.Int64Var(&l.queueBytes, prefix+"queue-bytes", activator.DefaultQueueBytes, "most bytes (headers and declared bodies) the activator queues per revision; more get 503")
+	f.DurationVar(&l.queueTimeout, prefix+"queue-timeout", activator.DefaultQueueTimeout, "longest a request waits in the activator for an instance before a 503")
+	f.DurationVar(&l.drainTimeout, prefix+"drain-timeout", activator.DefaultDrainTimeout, "longest the activator waits for queued and in-flight requests when stopping")
+	f.IntVar(&l.maxHosts, prefix+"max-hosts", activator.DefaultMaxHosts, "most hosts whose routes the activator keeps, for requests without a revision header (gRPC clients)")
+}
+
+func (l *activatorLimits) options() activator.Options {
+	return activator.Options{QueueRequests: l.queueRequests, QueueBytes: l.queueBytes, QueueTimeout: l.queueTimeout,
+		DrainTimeout: l.drainTimeout, MaxHosts: l.maxHosts}
 }
 
 // localScaler runs revisions as local processes (standalone mode).

@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# The activator's cost, in one run against one helloworld backend:
+#   - latency (p50/p90/p99) and throughput of direct / activator / nginx (plain reverse proxy) /
+#     go-proxy (net/http/httputil's reverse proxy, bare: the floor for a Go proxy), measured in alternating rounds, reported as medians of per-round pairs against direct;
+#   - cold start: time to first byte through the activator from zero minus the app's own start
+#     time (exec to first 200), paired sample by sample.
+# Goals (from the issue): activator added p50 ≤ 200µs, throughput ≥ 70% of direct, cold-start
+# overhead ≤ 20 ms at p99. They are reported, not enforced: the script fails only on errors.
+#
+#   e2e/bench-activator.sh                      # about 4 minutes (+ ~15 s per cold-start sample)
+#   ROUNDS=7 DURATION=10s CONC=32 COLD_N=20 e2e/bench-activator.sh
+#
+# Knobs (environment): ROUNDS (5), DURATION (5s, measured per target per round), WARMUP (1s),
+# CONC (16 connections per target), COLD_N (10 cold-start samples), NGINX_WORKERS (auto: one per
+# core, as the activator's Go runtime uses every core), AA (1: also measure direct a second time,
+# "direct-2", whose distance from direct is the noise floor of the run), GOPROXY (1: also measure
+# go-proxy), BASE_PORT (19470: the script uses BASE_PORT..BASE_PORT+6 and checks they are free; other sluices on this machine hold
+# serve's defaults, so none of them is used).
+#
+# `sluice serve` runs both revisions as local processes (their container has a command) with its
+# in-process activator on --activator-addr. The script learns the instance's port from the app's
+# own log line ("helloworld listening addr=...:PORT ... pid=N", via `sluice logs`) and when a
+# revision is at zero from the API (status.actualReplicas and status.scale.readyReplicas both 0).
+#
+# nginx and jq: Debian's packages are installed with apt-get when missing; nginx runs from a
+# generated config in a temp dir (keep-alive upstream, access_log off), never as the system
+# service. Only loopback ports are used; everything started is stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=${ROUNDS:-5}
+duration=${DURATION:-5s}
+warmup=${WARMUP:-1s}
+conc=${CONC:-16}
+cold_n=${COLD_N:-10}
+nginx_workers=${NGINX_WORKERS:-auto}
+aa=${AA:-1}
+goproxy=${GOPROXY:-1}
+base=${BASE_PORT:-19470}
+api=127.0.0.1:$base
+xds=127.0.0.1:$((base + 1))
+envoy_external=127.0.0.1:$((base + 2))
+envoy_internal=127.0.0.1:$((base + 3))
+nginx_port=$((base + 4))
+activator_addr=127.0.0.1:$((base + 5))
+goproxy_port=$((base + 6))
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+die() { echo "bench-activator: $*" >&2; exit 1; }
+
+# A port someone else holds would make us measure their server, or fail half-way: refuse early.
+for port in $(seq "$base" $((base + 6))); do
+  if (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then
+    die "127.0.0.1:$port is in use; pick free ports with BASE_PORT (it uses BASE_PORT..BASE_PORT+6)"
+  fi
+done
+
+echo "== building sluice, helloworld and loadgen"
+go build -o "$work/sluice" ./cmd/sluice
+go build -o "$work/helloworld" ./examples/helloworld
+go build -o "$work/loadgen" ./e2e/loadgen
+"$work/sluice" serve --help 2>&1 | grep -q -- '--activator-addr' ||
+  die "this sluice serve has no --activator-addr: it runs no local revisions, so there is no activator to measure"
+
+missing=()
+command -v nginx > /dev/null || missing+=(nginx-light)
+command -v jq > /dev/null || missing+=(jq)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]} (Debian packages)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq > /dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+fi
+
+# wait_http URL [curl args...]: until a 200, for at most 30 s.
+wait_http() {
+  local url=$1 deadline=$((SECONDS + 30)); shift
+  while ((SECONDS < deadline)); do curl -fs -o /dev/null --max-time 5 "$@" "$url" && return 0; sleep 0.05; done
+  return 1
+}
+
+sluice() { "$work/sluice" --server "http://$api" "$@"; }
+
+# listening REV: the app's "helloworld listening" log lines of REV's instances, oldest first.
+listening() { sluice logs "$1" | grep 'helloworld listening' || true; }
+# field NAME: the value of NAME=... in a log line on stdin.
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+
+# at_zero REV: whether the API says REV has neither instances nor ready ones (absent fields are 0).
+at_zero() {
+  local s
+  s=$(curl -fs "http://$api/api/v1/namespaces/default/revisions/$1" |
+    jq -r '"\(.status.actualReplicas // 0) \(.status.scale.readyReplicas // 0)"') || return 1
+  [ "$s" = "0 0" ]
+}
+
+serve_flags=(--data-dir "$work/data" --api-addr "$api" --xds-addr "$xds"
+  --envoy-external-addr "$envoy_external" --envoy-internal-addr "$envoy_internal"
+  --activator-addr "$activator_addr" --scale-to-zero-grace-period 1s --autoscaler-tick-interval 1s)
+echo "== sluice serve ${serve_flags[*]}"
+"$work/sluice" serve "${serve_flags[@]}" > "$work/serve.log" 2>&1 &
+serve_pid=$!; pids+=($serve_pid)
+wait_http "http://$api/healthz" || { cat "$work/serve.log"; die "sluice serve did not start"; }
+
+# hello: always one instance, activator always in the path (the latency/throughput backend).
+# cold: scales to zero 6 s after its last request (+1 s grace), for the cold-start samples.
+cat > "$work/services.yaml" << EOF
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: hello, namespace: default}
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/min-scale: "1"
+        autoscaling.knative.dev/target-burst-capacity: "-1"
+    spec:
+      containerConcurrency: 0
+      containers:
+      - command: ["$work/helloworld"]
+        env: [{name: TARGET, value: bench}]
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: cold, namespace: default}
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/min-scale: "0"
+        autoscaling.knative.dev/window: "6s"
+        autoscaling.knative.dev/target-burst-capacity: "-1"
+    spec:
+      containerConcurrency: 0
+      containers:
+      - command: ["$work/helloworld"]
+        env: [{name: TARGET, value: cold}]
+EOF
+sluice apply -f "$work/services.yaml"
+hello_headers=(-H 'Knative-Serving-Namespace: default' -H 'Knative-Serving-Revision: hello-00001')
+wait_http "http://$activator_addr/" "${hello_headers[@]}" ||
+  { tail -20 "$work/serve.log"; die "hello-00001 does not answer through the activator at $activator_addr"; }
+line=$(listening hello-00001 | tail -1)
+backend_port=$(field addr <<< "$line" | sed 's/.*://')
+pid=$(field pid <<< "$line")
+[ -n "$backend_port" ] && [ -n "$pid" ] || die "no 'helloworld listening' line in sluice logs hello-00001"
+kill -0 "$pid" 2> /dev/null || die "hello-00001's instance (pid $pid) is not running"
+[ "$(listening hello-00001 | wc -l)" = 1 ] || die "hello-00001 has had more than one instance: $(listening hello-00001)"
+echo "== backend: hello-00001's instance, pid $pid, port $backend_port; activator at $activator_addr"
+
+echo "== nginx: worker_processes $nginx_workers, keep-alive upstream 127.0.0.1:$backend_port, listening on 127.0.0.1:$nginx_port"
+mkdir -p "$work/nginx/tmp"
+cat > "$work/nginx/nginx.conf" << EOF
+worker_processes $nginx_workers;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/tmp/body;
+  proxy_temp_path $work/nginx/tmp/proxy;
+  fastcgi_temp_path $work/nginx/tmp/fastcgi;
+  uwsgi_temp_path $work/nginx/tmp/uwsgi;
+  scgi_temp_path $work/nginx/tmp/scgi;
+  keepalive_requests 1000000;
+  upstream backend {
+    server 127.0.0.1:$backend_port;
+    keepalive 256;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+nginx -t -q -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf"
+nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+wait_http "http://127.0.0.1:$nginx_port/" || { cat "$work/nginx/error.log"; die "nginx did not start"; }
+
+if [ "$goproxy" = 1 ]; then
+  "$work/loadgen" proxy -listen "127.0.0.1:$goproxy_port" -upstream "http://127.0.0.1:$backend_port" &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$goproxy_port/" || die "go-proxy did not start"
+fi
+
+echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(uname -r), $(go version | cut -d' ' -f3), $(nginx -v 2>&1 | sed 's/.*: //')"
+# Others share these cores: say who, so the numbers can be read against it.
+echo "   busiest other processes (%CPU since they started):"
+ps -eo pid=,pcpu=,comm= --sort=-pcpu | awk -v self=$$ '$1 != self && NR <= 6 {printf "     %s\n", $0}'
+args=(-target "direct=http://127.0.0.1:$backend_port/"
+  -target "activator=http://$activator_addr/"
+  -H 'activator:Knative-Serving-Namespace: default' -H 'activator:Knative-Serving-Revision: hello-00001'
+  -target "nginx=http://127.0.0.1:$nginx_port/")
+[ "$goproxy" = 1 ] && args+=(-target "go-proxy=http://127.0.0.1:$goproxy_port/")
+[ "$aa" = 1 ] && args+=(-target "direct-2=http://127.0.0.1:$backend_port/")
+status=0
+"$work/loadgen" bench "${args[@]}" -baseline direct -goal-target activator \
+  -c "$conc" -d "$duration" -warmup "$warmup" -rounds "$rounds" -expect 'Hello bench!' || status=$?
+# The activator must have proxied to the instance measured direct, not to one started meanwhile.
+[ "$(listening hello-00001 | wc -l)" = 1 ] || die "hello-00001 gained instances during the run: $(listening hello-00001)"
+
+echo "== cold start: $cold_n samples, each: wait for cold-00001 at zero, the app's own start, then one request through the activator"
+cold_headers=(-H 'Knative-Serving-Namespace: default' -H 'Knative-Serving-Revision: cold-00001')
+: > "$work/app.txt"; : > "$work/first.txt"
+for i in $(seq "$cold_n"); do
+  deadline=$((SECONDS + 60))
+  until at_zero cold-00001; do
+    ((SECONDS < deadline)) || { sluice get revisions || true; die "cold-00001 did not scale to zero within 60 s"; }
+    kill -0 "$serve_pid" 2> /dev/null || { tail -20 "$work/serve.log"; die "sluice serve exited"; }
+    sleep 0.1
+  done
+  # An instance leaves the load assignments before it is stopped, so the activator already knows;
+  # the pause is margin, and lets the stopped instance's exit settle off the CPU.
+  sleep 1
+  starts=$(listening cold-00001 | wc -l)
+  app=$("$work/loadgen" appstart -cmd "$work/helloworld" -env TARGET=cold) || die "sample $i: app start failed"
+  first=$("$work/loadgen" firstbyte -url "http://$activator_addr/" "${cold_headers[@]}") ||
+    { tail -20 "$work/serve.log"; die "sample $i: the request from zero failed"; }
+  # A sample counts only if the request started an instance: otherwise it met a warm one.
+  [ "$(listening cold-00001 | wc -l)" = $((starts + 1)) ] ||
+    die "sample $i: cold-00001 started $(($(listening cold-00001 | wc -l) - starts)) instances for one request from zero, want 1"
+  echo "$app" >> "$work/app.txt"; echo "$first" >> "$work/first.txt"
+  echo "  sample $i/$cold_n: app start $app, first byte from zero $first"
+done
+"$work/loadgen" coldstats -app "$work/app.txt" -first "$work/first.txt"
+sluice get revisions || true
+echo "== load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+exit $status

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync/atomic"
+	"testing"
+)
+
+// The floor proxy forwards requests with their headers and keeps its upstream connection: a
+// proxy that dialed per request would make the floor look worse than Go's real one.
+func TestGoProxyForwardsOnAKeptConnection(t *testing.T) {
+	var upstreamConns atomic.Int64
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "Hello "+r.Header.Get("X-Who")+"!")
+	}))
+	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			upstreamConns.Add(1)
+		}
+	}
+	backend.Start()
+	defer backend.Close()
+	u, err := url.Parse(backend.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(newGoProxy(u, 4))
+	defer front.Close()
+
+	for i := range 20 {
+		req, _ := http.NewRequest(http.MethodGet, front.URL+"/", nil)
+		req.Header.Set("X-Who", "bench")
+		resp, err := front.Client().Do(req)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != "Hello bench!" {
+			t.Fatalf("request %d: %s %q, want 200 \"Hello bench!\"", i, resp.Status, body)
+		}
+	}
+	if n := upstreamConns.Load(); n != 1 {
+		t.Errorf("20 sequential requests opened %d upstream connections, want 1", n)
+	}
+}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -197,35 +198,49 @@ func TestScaleSteadyLoadAndScaleDown(t *testing.T) {
 
 // TestScaleActivatorQueueFull covers scenario 5: with a queue of 2 requests per revision, a third
 // request for a revision at zero gets 503 from the activator, saying why; the queued ones are
-// answered once the (slow-starting) instance is ready. serve has no flags for the queue bounds,
-// so the activator is a standalone `sluice activator` next to it.
+// answered once the (slow-starting) instance is ready. Once with serve's in-process activator
+// (--activator-queue-requests), once with a standalone `sluice activator` next to serve.
 func TestScaleActivatorQueueFull(t *testing.T) {
-	actAddr := loopback(freePort(t))
-	s := startSluice(t, append(scaleFlags(),
-		"--activator-addr", "",
-		"--activator-endpoint", actAddr,
-		// Start at zero. Globally: admission refuses the initial-scale "0" annotation whatever
-		// this flag says (scaling.ValidateAnnotations checks against Knative's default).
-		"--allow-zero-initial-scale",
-		"--initial-scale", "0")...)
-	e := &scaleEnv{s: s, activatorAddr: actAddr}
-	act := startProc(t, "activator", binaries.sluice, []string{"activator",
-		"--listen", actAddr,
-		"--xds", s.xdsAddr,
-		"--queue-requests", "2",
-		"--drain-timeout", "5s",
-	}, nil)
-	waitFor(t, startTimeout, "the activator to listen", func() (bool, string) {
-		if act.exited() {
-			t.Fatalf("activator exited during start-up: %s", act.exitState())
-		}
-		code, body, err := httpGet("http://" + actAddr + "/")
-		if err != nil {
-			return false, err.Error()
-		}
-		return code == http.StatusBadRequest, fmt.Sprintf("HTTP %d: %s", code, body) // no revision headers
+	// Start at zero. Globally: admission refuses the initial-scale "0" annotation whatever
+	// --allow-zero-initial-scale says (scaling.ValidateAnnotations checks against Knative's default).
+	atZero := []string{"--allow-zero-initial-scale", "--initial-scale", "0"}
+	t.Run("in-process", func(t *testing.T) {
+		e := startScaleSluice(t, append(atZero, "--activator-queue-requests", "2")...)
+		checkQueueFull(t, e)
 	})
+	t.Run("standalone", func(t *testing.T) {
+		needBinaries(t)
+		actAddr := loopback(freePort(t))
+		s := startSluice(t, append(append(scaleFlags(), atZero...),
+			"--activator-addr", "",
+			"--activator-endpoint", actAddr)...)
+		act := startProc(t, "activator", binaries.sluice, []string{"activator",
+			"--listen", actAddr,
+			"--xds", s.xdsAddr,
+			"--queue-requests", "2",
+			"--drain-timeout", "5s",
+		}, nil)
+		waitFor(t, startTimeout, "the activator to listen", func() (bool, string) {
+			if act.exited() {
+				t.Fatalf("activator exited during start-up: %s", act.exitState())
+			}
+			// A connection is enough: any request would wait for a route to be named (then 404).
+			c, err := net.DialTimeout("tcp", actAddr, 2*time.Second)
+			if err != nil {
+				return false, err.Error()
+			}
+			c.Close()
+			return true, ""
+		})
+		checkQueueFull(t, &scaleEnv{s: s, activatorAddr: actAddr})
+	})
+}
 
+// checkQueueFull sends 6 concurrent requests to a slow-starting revision at zero through an
+// activator whose queue holds 2.
+func checkQueueFull(t *testing.T, e *scaleEnv) {
+	t.Helper()
+	actAddr := e.activatorAddr
 	e.s.mustApply("hello.yaml", scaledApp{
 		target:       "v1",
 		startupDelay: 3 * time.Second, // requests stay queued while it starts

@@ -280,9 +280,12 @@ func (a *Activator) lookup(ctx context.Context, name string) *revision {
 
 // TakeLoads implements lrs.Source: every revision with requests held now or since the last call,
 // resetting the counts. A removed revision stays until its last request has been reported.
+// InProgress is the average number of requests held since the last call (see concurrency),
+// at least the number held now.
 func (a *Activator) TakeLoads() []lrs.Load {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	now := time.Now()
 	var out []lrs.Load
 	for name, r := range a.revs {
 		if _, known, _ := r.snapshot(); !known && r.inProgress.Load() == 0 {
@@ -290,7 +293,7 @@ func (a *Activator) TakeLoads() []lrs.Load {
 		}
 		l := lrs.Load{
 			Cluster:    name,
-			InProgress: uint64(max(r.inProgress.Load(), 0)),
+			InProgress: max(uint64(max(r.inProgress.Load(), 0)), r.average.take(now)),
 			Issued:     r.issued.Swap(0),
 			Succeeded:  r.succeeded.Swap(0),
 			Failed:     r.failed.Swap(0),

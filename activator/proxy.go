@@ -32,7 +32,11 @@ func (a *Activator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rev.inProgress.Add(1)
-	defer rev.inProgress.Add(-1)
+	rev.average.add(1, time.Now())
+	defer func() {
+		rev.inProgress.Add(-1)
+		rev.average.add(-1, time.Now())
+	}()
 	rev.issued.Add(1)
 	ok := false
 	// A deferred count also covers a response aborted mid-stream (http.ErrAbortHandler panics).

@@ -50,6 +50,7 @@ type revision struct {
 
 	// Reported to the autoscaler: what the activator holds now, and what happened since the last report.
 	inProgress atomic.Int64
+	average    concurrency // inProgress over time, for the reports
 	issued     atomic.Uint64
 	succeeded  atomic.Uint64
 	failed     atomic.Uint64

@@ -36,10 +36,11 @@ const (
 )
 
 // ValidateAnnotations checks a revision template's autoscaling annotations on their own, for admission:
-// each error names the annotation, the bad value and what is allowed. It does not need the global
-// configuration, except that initial-scale 0 is refused as with Knative's default allow-zero-initial-scale.
+// each error names the annotation, the bad value and what is allowed. It does not know the global
+// configuration, so it lets initial-scale 0 through: whether the operator allows it
+// (allow-zero-initial-scale) is ForRevision's to say, and a revision it refuses is not Ready with why.
 func ValidateAnnotations(annotations map[string]string) error {
-	_, err := parseAnnotations(annotations, Defaults().AllowZeroInitialScale)
+	_, err := parseAnnotations(annotations, true)
 	return err
 }
 

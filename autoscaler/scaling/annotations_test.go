@@ -90,7 +90,8 @@ func TestValidateAnnotations(t *testing.T) {
 		{"panic threshold 100", map[string]string{PanicThresholdPercentageAnnotation: "100"}, []string{"must be between 110 and 1000"}},
 		{"target burst capacity -2", map[string]string{TargetBurstCapacityAnnotation: "-2"}, []string{`"-2" must be >= 0 or -1`}},
 		{"target burst capacity -1", map[string]string{TargetBurstCapacityAnnotation: "-1"}, nil},
-		{"initial-scale 0 without allow-zero-initial-scale", map[string]string{InitialScaleAnnotation: "0"}, []string{`"0" must be >= 1`}},
+		// Admission does not know whether serve allows it; ForRevision decides (see below).
+		{"initial-scale 0 is for the global configuration to allow", map[string]string{InitialScaleAnnotation: "0"}, nil},
 		{"activation-scale 0", map[string]string{ActivationScaleAnnotation: "0"}, []string{`"0" must be >= 1`}},
 		{"activation-scale over max", map[string]string{ActivationScaleAnnotation: "4", MaxScaleAnnotation: "3"}, []string{"activation-scale=4 is more than autoscaling.knative.dev/max-scale=3"}},
 		{"scale-down-delay too long", map[string]string{ScaleDownDelayAnnotation: "2h"}, []string{"must be between 0s and 1h0m0s"}},
@@ -128,6 +129,9 @@ func TestForRevisionAgainstGlobalConfig(t *testing.T) {
 	global.AllowZeroInitialScale = true
 	if c, err := global.ForRevision(map[string]string{InitialScaleAnnotation: "0"}, 0); err != nil || c.InitialScale != 0 {
 		t.Errorf("initial-scale 0 with allow-zero-initial-scale: %+v, %v", c, err)
+	}
+	if _, err := Defaults().ForRevision(map[string]string{InitialScaleAnnotation: "0"}, 0); err == nil || !strings.Contains(err.Error(), "must be >= 1") {
+		t.Errorf("initial-scale 0 without allow-zero-initial-scale: %v", err)
 	}
 	if _, err := Defaults().ForRevision(nil, -1); err == nil {
 		t.Error("negative containerConcurrency accepted")

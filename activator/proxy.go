@@ -121,6 +121,11 @@ func (a *Activator) revisionOf(w http.ResponseWriter, r *http.Request) (key stri
 // response copy aborts.
 func (a *Activator) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, proto instances.Protocol, at *attempt, release func()) {
 	defer release()
+	if proto != instances.H2C && a.proxy.fastHTTP1 && fastPathFits(r) {
+		a.proxy.bindOnce.Do(func() { a.proxy.conns.setLive(a.readyAddrs) })
+		a.proxy.forwardHTTP1(ctx, w, r, at)
+		return
+	}
 	out := r.WithContext(context.WithValue(ctx, attemptKey{}, at))
 	if r.Body != nil && r.Body != http.NoBody {
 		// The transport closes the body it is given, even when it could not connect; the real
@@ -199,11 +204,18 @@ func (b *attemptBody) Close() error { return nil }
 type proxy struct {
 	http1, h2c *httputil.ReverseProxy
 	log        *slog.Logger
+
+	// fastHTTP1 sends what it can to HTTP/1.1 instances on pooled connections of conns,
+	// without ReverseProxy (fastpath.go). Off only to compare the two in benchmarks.
+	fastHTTP1 bool
+	conns     *connPool
+	bindOnce  sync.Once // tells conns which instances are ready, on first use
+	bufs      *bufferPool
 }
 
 func newProxy(log *slog.Logger) *proxy {
-	p := &proxy{log: log}
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	p := &proxy{log: log, fastHTTP1: true, conns: newConnPool(dialer.DialContext)}
 	h1 := &http.Transport{
 		DialContext:         dialer.DialContext,
 		MaxIdleConns:        10000,
@@ -220,6 +232,7 @@ func newProxy(log *slog.Logger) *proxy {
 		Protocols:          &h2cOnly,
 	}
 	pool := &bufferPool{}
+	p.bufs = pool
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	for _, rp := range []**httputil.ReverseProxy{&p.http1, &p.h2c} {
 		*rp = &httputil.ReverseProxy{
@@ -274,19 +287,23 @@ func recordStatus(resp *http.Response) error {
 // handleError answers a failed attempt, unless the instance refused the connection before
 // anything was sent and another may be tried: then it writes nothing and marks a retry.
 func (p *proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
-	at := r.Context().Value(attemptKey{}).(*attempt)
+	p.fail(r.Context(), w, r.Context().Value(attemptKey{}).(*attempt), err)
+}
+
+// fail is handleError for both paths; ctx is the attempt's (the revision timeout's) context.
+func (p *proxy) fail(ctx context.Context, w http.ResponseWriter, at *attempt, err error) {
 	at.err = err
 	var op *net.OpError
-	if at.mayRetry && !at.bodyRead && errors.As(err, &op) && op.Op == "dial" && r.Context().Err() == nil {
+	if at.mayRetry && !at.bodyRead && errors.As(err, &op) && op.Op == "dial" && ctx.Err() == nil {
 		at.retry = true
 		return
 	}
 	switch {
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(r.Context().Err(), context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
 		w.Header().Set(HeaderRefused, errRevisionTimeout.Error())
 		http.Error(w, "activator: revision timeout exceeded", http.StatusGatewayTimeout)
 		at.status = http.StatusGatewayTimeout
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
 		// The client went away; nobody reads an answer.
 	default:
 		p.log.Debug("activator: proxy error", "addr", at.addr, "err", err)

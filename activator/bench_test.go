@@ -12,8 +12,9 @@ import (
 )
 
 // BenchmarkProxy compares a small request sent straight to an instance with the same request
-// through the activator, in the same run: "serial" reports latency (p50-µs), "parallel"
-// throughput (ns/op over all goroutines).
+// through the activator, and through the activator without its fast path ("reverseproxy"), in
+// the same run: "serial" reports latency (p50-µs), "parallel" throughput (ns/op over all
+// goroutines).
 func BenchmarkProxy(b *testing.B) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "hello")
@@ -26,9 +27,18 @@ func BenchmarkProxy(b *testing.B) {
 	a.Update([]instances.Revision{{Name: "default/hello-00001", Addrs: []string{backend.Listener.Addr().String()}}}, nil)
 	front := httptest.NewServer(a)
 	defer front.Close()
+	// The same activator with its HTTP/1.1 fast path off: ReverseProxy for everything.
+	slow, err := New(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	slow.proxy.fastHTTP1 = false
+	slow.Update([]instances.Revision{{Name: "default/hello-00001", Addrs: []string{backend.Listener.Addr().String()}}}, nil)
+	slowFront := httptest.NewServer(slow)
+	defer slowFront.Close()
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000}}
-	targets := []struct{ name, url string }{{"direct", backend.URL}, {"activator", front.URL}}
+	targets := []struct{ name, url string }{{"direct", backend.URL}, {"activator", front.URL}, {"reverseproxy", slowFront.URL}}
 	send := func(b *testing.B, url string) {
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		req.Header.Set(HeaderNamespace, "default")

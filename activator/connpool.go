@@ -16,6 +16,10 @@ const (
 	defaultMaxIdlePerInstance = 128
 	defaultIdleTimeout        = 90 * time.Second
 	defaultSweepEvery         = time.Second
+	// A connection idle for less than this is taken without a peek: under load connections
+	// come back within microseconds, and a peek is a system call. An instance that closed one
+	// that soon costs an idempotent request a resend, and any other a 502.
+	peekAfterIdle = time.Millisecond
 )
 
 // connPool keeps idle HTTP/1.1 connections to instances for the fast path. Unlike
@@ -131,7 +135,7 @@ func (p *connPool) get(ctx context.Context, addr string, fresh bool) (*upstreamC
 			if c == nil {
 				break
 			}
-			if stillOpen(c.conn) {
+			if p.now().Sub(c.idleAt) < peekAfterIdle || stillOpen(c.conn) {
 				c.reused = true
 				c.begin()
 				return c, nil
@@ -211,7 +215,7 @@ func (p *connPool) sweepIdle() {
 	for addr, cs := range p.idle {
 		keepFrom := 0
 		if live == nil || ready[addr] {
-			for keepFrom < len(cs) && !cs[keepFrom].idleAt.After(expired) {
+			for keepFrom < len(cs) && cs[keepFrom].idleAt.Before(expired) {
 				keepFrom++
 			}
 		} else {

@@ -12,6 +12,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -71,7 +72,11 @@ func (p *proxy) exchange(ctx context.Context, w http.ResponseWriter, r *http.Req
 	// makes its pending read or write fail instead.
 	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(aLongTimeAgo) })
 	reusable := false
+	body := &bodyWriter{}
 	defer func() {
+		if body.join(c, at) != nil {
+			reusable = false
+		}
 		if !stop() {
 			reusable = false // the deadline may be set
 		}
@@ -82,8 +87,11 @@ func (p *proxy) exchange(ctx context.Context, w http.ResponseWriter, r *http.Req
 		}
 	}()
 
-	resp, err := p.roundTrip(c, r, at, w)
+	resp, err := p.roundTrip(c, r, at, w, body)
 	if err != nil {
+		if werr := body.join(c, at); werr != nil {
+			err = werr
+		}
 		if c.reused && !at.bodyRead && ctx.Err() == nil && !errors.As(err, new(clientBodyError)) &&
 			(c.written == 0 || (c.read == 0 && idempotent(r))) {
 			p.log.Debug("activator: pooled connection was closed by the instance, sending on a new one", "addr", at.addr, "err", err)
@@ -124,20 +132,104 @@ func (p *proxy) exchange(ctx context.Context, w http.ResponseWriter, r *http.Req
 			}
 		}
 	}
-	// The body was read to its end; anything more from the instance would be unasked for.
-	reusable = !resp.Close && c.br.Buffered() == 0
+	// The body was read to its end; anything more from the instance would be unasked for. A
+	// request body still being sent when the response has ended spoils the connection (join).
+	reusable = !resp.Close && c.br.Buffered() == 0 && body.finished()
 	return false
+}
+
+// inlineBodyMax bounds the request bodies written before the response is read, on the
+// handler's goroutine. Larger and chunked ones are written by a goroutine of their own while
+// the response is read: an instance may answer while still reading (an echo, an early 413) and,
+// if nobody read its answer, stop reading and wait forever on a proxy that waits on it. A body
+// this small fits in the socket buffers, whatever the instance does.
+const inlineBodyMax = 16 << 10
+
+// bodyWriter is the goroutine sending a large or chunked request body, if any. The exchange
+// that starts it joins it before the connection is reused or closed, and before the handler
+// returns: the request body must not be read after that.
+type bodyWriter struct {
+	done     chan error // nil when no goroutine was started
+	err      error
+	joined   bool
+	bodyRead atomic.Bool
+}
+
+func (b *bodyWriter) start(run func(bodyRead *atomic.Bool) error) {
+	b.done = make(chan error, 1)
+	go func() { b.done <- run(&b.bodyRead) }()
+}
+
+// finished says whether the body was sent in full (or there was no goroutine).
+func (b *bodyWriter) finished() bool {
+	if b.done == nil || b.joined {
+		return b.err == nil
+	}
+	select {
+	case b.err = <-b.done:
+		b.joined = true
+		return b.err == nil
+	default:
+		return false
+	}
+}
+
+// join waits for the goroutine, first making its pending write on c fail if it is still
+// running (the exchange is over: what is left of the body is not wanted). A read of the
+// client's body in progress ends when the client sends more or goes away. It returns the
+// goroutine's error, and records in at whether any body was read.
+func (b *bodyWriter) join(c *upstreamConn, at *attempt) error {
+	if b.done == nil || b.joined {
+		return b.err
+	}
+	if !b.finished() {
+		_ = c.conn.SetWriteDeadline(aLongTimeAgo)
+		b.err = <-b.done
+		b.joined = true
+		if b.err == nil {
+			b.err = errors.New("request body unfinished when the exchange ended")
+		}
+	}
+	if b.bodyRead.Load() {
+		at.bodyRead = true
+	}
+	return b.err
 }
 
 // roundTrip writes r on c and reads the instance's final response, passing informational
 // (1xx) ones on to w.
-func (p *proxy) roundTrip(c *upstreamConn, r *http.Request, at *attempt, w http.ResponseWriter) (*http.Response, error) {
-	werr := p.writeRequest(c.bw, r, at)
-	if werr == nil {
-		werr = c.bw.Flush()
-	}
-	if werr != nil && (!at.bodyRead || errors.As(werr, new(clientBodyError))) {
-		return nil, werr
+func (p *proxy) roundTrip(c *upstreamConn, r *http.Request, at *attempt, w http.ResponseWriter, body *bodyWriter) (*http.Response, error) {
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	chunked := hasBody && r.ContentLength < 0
+	writeRequestHead(c.bw, r, hasBody, chunked)
+	var werr error
+	if hasBody && (chunked || r.ContentLength > inlineBodyMax) {
+		// The client's body is read while the response is written: without this Go's HTTP/1
+		// server would drain (up to 256 KiB of) the body itself at the response's first write,
+		// under the writer's feet.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		// The head goes at once: the instance may start on it while the body streams.
+		if werr = c.bw.Flush(); werr != nil {
+			return nil, werr
+		}
+		body.start(func(bodyRead *atomic.Bool) error {
+			if err := p.writeBody(c.bw, r, bodyRead, chunked); err != nil {
+				return err
+			}
+			return c.bw.Flush()
+		})
+	} else {
+		var bodyRead atomic.Bool
+		if hasBody {
+			werr = p.writeBody(c.bw, r, &bodyRead, chunked)
+		}
+		if werr == nil {
+			werr = c.bw.Flush()
+		}
+		at.bodyRead = bodyRead.Load()
+		if werr != nil && (!at.bodyRead || errors.As(werr, new(clientBodyError))) {
+			return nil, werr
+		}
 	}
 	// A write that failed part-way through the body may have failed because the instance
 	// answered early (413, 401) and stopped reading: prefer its answer, as http.Transport does.
@@ -175,10 +267,10 @@ type clientBodyError struct{ err error }
 func (e clientBodyError) Error() string { return "reading the request body: " + e.err.Error() }
 func (e clientBodyError) Unwrap() error { return e.err }
 
-// writeRequest writes r's head and body to bw as HTTP/1.1, with the headers ReverseProxy would
+// writeRequestHead writes r's head to bw as HTTP/1.1, with the headers ReverseProxy would
 // send: hop-by-hop ones dropped (RFC 9110 7.6.1), the client added to X-Forwarded-For, Host
-// kept. The body is streamed as it arrives; bw is flushed after each piece.
-func (p *proxy) writeRequest(bw *bufio.Writer, r *http.Request, at *attempt) error {
+// kept. Errors surface at the next flush.
+func writeRequestHead(bw *bufio.Writer, r *http.Request, hasBody, chunked bool) {
 	target := r.RequestURI
 	if !strings.HasPrefix(target, "/") {
 		target = r.URL.RequestURI() // absolute-form, or a request built in-process
@@ -223,8 +315,6 @@ func (p *proxy) writeRequest(bw *bufio.Writer, r *http.Request, at *attempt) err
 		bw.WriteString("\r\n")
 	}
 
-	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
-	chunked := hasBody && r.ContentLength < 0
 	switch {
 	case chunked:
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
@@ -241,16 +331,16 @@ func (p *proxy) writeRequest(bw *bufio.Writer, r *http.Request, at *attempt) err
 		bw.WriteString("\r\n")
 	}
 	bw.WriteString("\r\n")
-	if !hasBody {
-		return nil
-	}
+}
 
+// writeBody streams r's body to bw as it arrives, flushing after each piece but the last.
+func (p *proxy) writeBody(bw *bufio.Writer, r *http.Request, bodyRead *atomic.Bool, chunked bool) error {
 	buf := p.bufs.Get()
 	defer p.bufs.Put(buf)
 	for {
 		n, rerr := r.Body.Read(buf)
 		if n > 0 {
-			at.bodyRead = true
+			bodyRead.Store(true)
 			if chunked {
 				bw.WriteString(strconv.FormatInt(int64(n), 16))
 				bw.WriteString("\r\n")

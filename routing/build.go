@@ -166,6 +166,9 @@ func backendOf(k Key, rev *v1.Revision, src EndpointSource, old *Backend) (b Bac
 }
 
 func protocolOf(rev *v1.Revision) Protocol {
+	if rev.Spec.PodSpec == nil {
+		return HTTP1
+	}
 	for _, c := range rev.Spec.Containers {
 		for _, p := range c.Ports {
 			if p.Name == "h2c" || p.Name == "http2" {

@@ -66,7 +66,9 @@ echo "== building sluice, helloworld and loadgen"
 go build -o "$work/sluice" ./cmd/sluice
 go build -o "$work/helloworld" ./examples/helloworld
 go build -o "$work/loadgen" ./e2e/loadgen
-"$work/sluice" serve --help 2>&1 | grep -q -- '--activator-addr' ||
+# Not `| grep -q`: grep exits at the first match and, under pipefail, serve's SIGPIPE fails the test.
+serve_help=$("$work/sluice" serve --help 2>&1)
+grep -- '--activator-addr' <<<"$serve_help" >/dev/null ||
   die "this sluice serve has no --activator-addr: it runs no local revisions, so there is no activator to measure"
 
 missing=()

@@ -28,10 +28,9 @@ func (e *scaleEnv) waitZero(t *testing.T, rev string) {
 // (scenario 2), through the activator by plain HTTP and through gRPC-Go's xDS client.
 //
 // Scenario 2 is two steps. One wave of 200 requests from zero shows the activator holds them all
-// through the cold start. It does not show a scale-up: the wave is over within one load report
-// interval, and load reports carry the requests in flight at the moment of the report, so the
-// autoscaler sees little of it (it decided "stable: 0.3 concurrent / target 7 = 1"). Then 200
-// requests kept in flight show the scale-up.
+// through the cold start. Whether the wave alone scales the revision up depends on when it falls
+// between two load reports (the activator reports the requests it held on average over each
+// second), so the scale-up is shown by 200 requests kept in flight.
 func TestScaleToZeroAndBack(t *testing.T) {
 	e := startScaleSluice(t)
 	e.s.mustApply("hello.yaml", scaledApp{
@@ -89,8 +88,7 @@ func TestScaleToZeroAndBack(t *testing.T) {
 			t.Logf("200 concurrent requests from zero all answered; scale now %s", e.mustScale(t, scaledRevision))
 
 			// Then 200 kept in flight: target 10 at 70% asks for ceil(200/7) = 29 instances,
-			// capped by max-scale at 3. A single short wave is not enough to show that: see
-			// TestScaleToZeroAndBack's doc.
+			// capped by max-scale at 3.
 			load := startTimedLoad(t, dp, mainHost, 200)
 			sc := e.waitScale(t, scaledRevision, "scaled up past one instance under 200 concurrent requests", func(sc revScale) bool { return sc.Ready >= 2 })
 			load.waitMore(t, 400)

@@ -199,6 +199,9 @@ func equalScaled(a, b *Scaled) bool {
 }
 
 func protocolOf(rev *v1.Revision) Protocol {
+	if rev.Spec.PodSpec == nil {
+		return HTTP1
+	}
 	for _, c := range rev.Spec.Containers {
 		for _, p := range c.Ports {
 			if p.Name == "h2c" || p.Name == "http2" {

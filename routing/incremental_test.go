@@ -102,7 +102,7 @@ func (w *world) applyService(k Key) (Change, error) {
 		tmpl = v1.RevisionTemplateSpec{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-g%d", k.Name, w.gen[k])},
 			Spec: v1.RevisionSpec{
-				PodSpec:        corev1.PodSpec{Containers: []corev1.Container{{Image: "img", Env: []corev1.EnvVar{{Name: "G", Value: fmt.Sprint(w.gen[k])}}}}},
+				PodSpec:        &corev1.PodSpec{Containers: []corev1.Container{{Image: "img", Env: []corev1.EnvVar{{Name: "G", Value: fmt.Sprint(w.gen[k])}}}}},
 				TimeoutSeconds: ptr(int64(30 * (1 + w.rng.IntN(5)))),
 			},
 		}
@@ -133,7 +133,7 @@ func (w *world) applyStandalone() (Change, error) {
 		ObjectMeta: metav1.ObjectMeta{Name: standaloneCfg.Name, Namespace: standaloneCfg.Namespace},
 		Spec: v1.ConfigurationSpec{Template: v1.RevisionTemplateSpec{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cfg-g%d", w.gen[standaloneCfg])},
-			Spec:       v1.RevisionSpec{PodSpec: corev1.PodSpec{Containers: []corev1.Container{{Image: "img"}}}},
+			Spec:       v1.RevisionSpec{PodSpec: &corev1.PodSpec{Containers: []corev1.Container{{Image: "img"}}}},
 		}},
 	}
 	rt := &v1.Route{

@@ -51,7 +51,7 @@ func pipelineState(b *testing.B, n int, tags bool) (*routing.State, routing.Stat
 						Name:        fmt.Sprintf("%s-v%d", name, g+1),
 						Annotations: map[string]string{v1.AnnotationEndpoints: fmt.Sprintf("10.%d.%d.%d:8080", i>>16&255, i>>8&255, i&255)},
 					},
-					Spec: v1.RevisionSpec{PodSpec: corev1.PodSpec{Containers: []corev1.Container{{
+					Spec: v1.RevisionSpec{PodSpec: &corev1.PodSpec{Containers: []corev1.Container{{
 						Image: "hello", Env: []corev1.EnvVar{{Name: "TARGET", Value: fmt.Sprint(g)}},
 					}}}},
 				}}},

@@ -20,7 +20,7 @@ func revisionWith(c corev1.Container) *v1.Revision {
 		Namespace: "default", Name: "hello-00001",
 		Labels: map[string]string{v1.LabelService: "hello", v1.LabelConfiguration: "hello"},
 	}}
-	rev.Spec.Containers = []corev1.Container{c}
+	rev.Spec.PodSpec = &corev1.PodSpec{Containers: []corev1.Container{c}}
 	return rev
 }
 

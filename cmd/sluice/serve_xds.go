@@ -57,13 +57,18 @@ func (s *server) addControlPlane(ctx context.Context) error {
 		return err
 	}
 	s.scale = as
+	mem := newMemoryReleaser(s.log)
+	s.add("memory", mem.run)
 
 	loop := controlplane.New(s.store, as, envoy.NewTranslator(gw), srv, controlplane.Options{
 		Routing: routing.Config{Domain: s.opts.domain},
 		Logger:  s.log,
 		// What the pass answered for scaled revisions is now what clients are sent: the
 		// autoscaler's waits for acknowledgements start from there.
-		Synced: func(controlplane.SyncStats) { as.Synced() },
+		Synced: func(st controlplane.SyncStats) {
+			as.Synced()
+			mem.synced(st)
+		},
 	})
 	s.api.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.api.Handle("GET /debug/xds", srv.DebugHandler())

@@ -37,7 +37,7 @@ func benchService(i, gen int, v1Percent int64) *v1.Service {
 				Name:        fmt.Sprintf("%s-v%d", name, gen),
 				Annotations: map[string]string{v1.AnnotationEndpoints: fmt.Sprintf("10.%d.%d.%d:8080", gen, i>>8&255, i&255)},
 			},
-			Spec: v1.RevisionSpec{PodSpec: corev1.PodSpec{Containers: []corev1.Container{{
+			Spec: v1.RevisionSpec{PodSpec: &corev1.PodSpec{Containers: []corev1.Container{{
 				Image: "ghcr.io/knative/helloworld-go:latest",
 				Env:   []corev1.EnvVar{{Name: "TARGET", Value: fmt.Sprintf("v%d", gen)}},
 			}}}},

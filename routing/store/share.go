@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -36,6 +37,7 @@ type sharer struct {
 	maps      map[string]map[string]string
 	templates map[string]v1.RevisionTemplateSpec
 	specs     map[string]v1.RevisionSpec
+	pods      map[string]*corev1.PodSpec
 	traffic   map[string][]v1.TrafficTarget
 	owners    map[string][]metav1.OwnerReference
 	conds     map[condsKey][]v1.Condition
@@ -50,6 +52,7 @@ func newSharer(owned bool) *sharer {
 		maps:      map[string]map[string]string{},
 		templates: map[string]v1.RevisionTemplateSpec{},
 		specs:     map[string]v1.RevisionSpec{},
+		pods:      map[string]*corev1.PodSpec{},
 		traffic:   map[string][]v1.TrafficTarget{},
 		owners:    map[string][]metav1.OwnerReference{},
 		conds:     map[condsKey][]v1.Condition{},
@@ -206,24 +209,55 @@ func (s *sharer) template(t *v1.RevisionTemplateSpec) {
 	s.templates[key] = *t
 }
 
-// revisionSpec shares r and returns its key.
+// revisionSpec shares r and returns its key. The pod spec, most of r's size, is shared on its
+// own as well, so that specs differing only in their limits (containerConcurrency, timeouts)
+// still hold one pod spec.
 func (s *sharer) revisionSpec(r *v1.RevisionSpec) (string, bool) {
-	key, ok := jsonKey(r)
+	podKey, ok := s.podSpec(&r.PodSpec)
 	if !ok {
 		return "", false
 	}
+	s.buf.Reset()
+	s.buf.WriteString(podKey)
+	for _, v := range []*int64{r.ContainerConcurrency, r.TimeoutSeconds, r.ResponseStartTimeoutSeconds, r.IdleTimeoutSeconds} {
+		// The pod spec's JSON ends in '}' (or is "null"): what follows cannot be confused with it.
+		s.buf.WriteByte('\x00')
+		if v != nil {
+			s.buf.WriteString(strconv.FormatInt(*v, 10))
+		}
+	}
+	key := s.buf.String()
 	if c, ok := s.specs[key]; ok {
 		*r = c
 		return key, true
 	}
-	for i := range r.Containers {
+	s.specs[key] = *r
+	return key, true
+}
+
+// podSpec points *p at the pod spec seen before equal to it (as stored, in JSON) and returns
+// its key. A new one is kept as it is (for owned objects, with its containers' names and
+// images shared).
+func (s *sharer) podSpec(p **corev1.PodSpec) (string, bool) {
+	key, ok := jsonKey(*p)
+	if !ok {
+		return "", false
+	}
+	if *p == nil {
+		return key, true
+	}
+	if c, ok := s.pods[key]; ok {
+		*p = c
+		return key, true
+	}
+	for i := range (*p).Containers {
 		if !s.owned {
 			break
 		}
-		c := &r.Containers[i]
+		c := &(*p).Containers[i]
 		c.Name, c.Image = s.str(c.Name), s.str(c.Image)
 	}
-	s.specs[key] = *r
+	s.pods[key] = *p
 	return key, true
 }
 

@@ -71,9 +71,8 @@ func checkShared(t *testing.T, st *routing.State, name, latest string) {
 	if svc == nil || cfg == nil || rt == nil || rev == nil {
 		t.Fatalf("%s: missing objects", name)
 	}
-	if !samePtr(svc.Spec.Template.Spec.Containers, cfg.Spec.Template.Spec.Containers) ||
-		!samePtr(cfg.Spec.Template.Spec.Containers, rev.Spec.Containers) {
-		t.Errorf("%s: the template's containers are copied, not shared, between Service, Configuration and Revision", name)
+	if pod := svc.Spec.Template.Spec.PodSpec; pod == nil || cfg.Spec.Template.Spec.PodSpec != pod || rev.Spec.PodSpec != pod {
+		t.Errorf("%s: the template's pod spec is copied, not shared, between Service, Configuration and Revision", name)
 	}
 	if !sameMapPtr(svc.Spec.Template.Annotations, rev.Annotations) {
 		t.Errorf("%s: the template's annotations are copied, not shared, with Revision %s", name, latest)
@@ -123,3 +122,45 @@ func TestSharedPartsChangeNothingStored(t *testing.T) {
 		t.Errorf("after reopen, Reconcile changes %d objects", len(left))
 	}
 }
+
+// Pod specs are shared by content across objects, even when the revision specs around them
+// differ in their limits, whether built by an apply or loaded from disk.
+func TestEqualPodSpecsShared(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	a, b := benchService(1, 1, 0), benchService(2, 1, 0)
+	// Same image and env (TARGET=v1) in both; only the limits differ.
+	a.Spec.Template.Spec.ContainerConcurrency = ptr(int64(5))
+	b.Spec.Template.Spec.ContainerConcurrency = ptr(int64(10))
+	if _, err := s.Apply([]v1.Object{a, b}, false); err != nil {
+		t.Fatal(err)
+	}
+	check := func(st *routing.State) {
+		t.Helper()
+		sa, sb := st.Services[routing.Key{Namespace: "default", Name: "svc-00001"}], st.Services[routing.Key{Namespace: "default", Name: "svc-00002"}]
+		if sa.Spec.Template.Spec.PodSpec != sb.Spec.Template.Spec.PodSpec {
+			t.Error("equal pod specs of two services are copies")
+		}
+		if *sa.Spec.Template.Spec.ContainerConcurrency != 5 || *sb.Spec.Template.Spec.ContainerConcurrency != 10 {
+			t.Error("sharing the pod spec mixed up the limits around it")
+		}
+		for _, name := range []string{"svc-00001", "svc-00002"} {
+			k := routing.Key{Namespace: "default", Name: name}
+			pod := st.Services[k].Spec.Template.Spec.PodSpec
+			if st.Configurations[k].Spec.Template.Spec.PodSpec != pod || st.Revisions[routing.Key{Namespace: "default", Name: name + "-v1"}].Spec.PodSpec != pod {
+				t.Errorf("%s: the pod spec is copied between Service, Configuration and Revision", name)
+			}
+		}
+	}
+	check(s.State())
+	checkAsStored(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir)
+	defer s.Close()
+	check(s.State())
+	checkAsStored(t, s)
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,6 +1,10 @@
 package v1
 
-import "strconv"
+import (
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+)
 
 // Knative's defaults (config-defaults in a stock install).
 const (
@@ -33,6 +37,11 @@ func SetDefaults(o Object) {
 }
 
 func defaultRevisionSpec(s *RevisionSpec) {
+	if s.PodSpec == nil {
+		// JSON without any pod spec field leaves the pointer nil; everything after defaulting
+		// reads the promoted fields.
+		s.PodSpec = &corev1.PodSpec{}
+	}
 	if s.TimeoutSeconds == nil {
 		s.TimeoutSeconds = ptr(int64(DefaultTimeoutSeconds))
 	}

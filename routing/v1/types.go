@@ -80,8 +80,16 @@ type Revision struct {
 }
 
 // RevisionSpec is a pod spec plus Knative's per-request limits.
+//
+// The pod spec is held by pointer so that objects made from the same template (a Service, its
+// Configuration and the Revision stamped from it) share one: it is most of each object's size
+// (592 bytes of struct before its slices). encoding/json promotes an embedded pointer's fields
+// as it does a struct's, so the JSON and YAML forms are the same. It is nil only when built in
+// code without one or decoded from JSON with no pod spec field at all; SetDefaults (and so Decode,
+// admission and the store) makes it non-nil, and Validate rejects a nil one, so objects in a
+// State always have one. A pod spec reachable from a State is never mutated: replace the pointer.
 type RevisionSpec struct {
-	corev1.PodSpec `json:",inline"`
+	*corev1.PodSpec `json:",inline"`
 	// ContainerConcurrency is the hard limit of concurrent requests per instance; 0 is unlimited.
 	ContainerConcurrency *int64 `json:"containerConcurrency,omitempty"`
 	// TimeoutSeconds is the request timeout: default 300, at most 600.

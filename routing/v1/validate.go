@@ -131,8 +131,9 @@ func validateRevisionSpec(es *errs, p *field.Path, s *RevisionSpec) {
 		}
 	}
 	cs := p.Child("containers")
-	if len(s.Containers) == 0 {
+	if s.PodSpec == nil || len(s.Containers) == 0 {
 		es.add(cs, "at least one container is required")
+		return
 	}
 	ports := 0
 	names := map[string]bool{}

@@ -12,7 +12,7 @@ func validService() *Service {
 	return &Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "hello", Namespace: "default"},
 		Spec: ServiceSpec{ConfigurationSpec: ConfigurationSpec{Template: RevisionTemplateSpec{
-			Spec: RevisionSpec{PodSpec: corev1.PodSpec{Containers: []corev1.Container{{Image: "hello"}}}},
+			Spec: RevisionSpec{PodSpec: &corev1.PodSpec{Containers: []corev1.Container{{Image: "hello"}}}},
 		}}},
 	}
 }

@@ -63,7 +63,7 @@ func benchService(i, gen int, v1Percent int64) *v1.Service {
 				// The store's Revisions carry it; benchEndpoints ignores it (it is a different source).
 				Annotations: map[string]string{v1.AnnotationEndpoints: benchAddr(i, gen, 8080)},
 			},
-			Spec: v1.RevisionSpec{PodSpec: corev1.PodSpec{Containers: []corev1.Container{{
+			Spec: v1.RevisionSpec{PodSpec: &corev1.PodSpec{Containers: []corev1.Container{{
 				Image: "ghcr.io/knative/helloworld-go:latest",
 				Env:   []corev1.EnvVar{{Name: "TARGET", Value: fmt.Sprintf("v%d", gen)}},
 			}}}},

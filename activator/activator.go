@@ -168,6 +168,8 @@ func New(opts Options) (*Activator, error) {
 		done:     make(chan struct{}),
 	}
 	a.proxy = newProxy(opts.Logger)
+	// The pool's sweep closes idle connections to instances that are no longer ready.
+	a.proxy.conns.setLive(a.readyAddrs)
 	// Without a control plane no host is ever served: requests need the revision headers.
 	subscribe, unsubscribe := func(...string) {}, func(...string) {}
 	if opts.ControlPlane != "" {
@@ -329,6 +331,8 @@ func (a *Activator) Run(ctx context.Context) error {
 // Activator serves once: call Run or Serve a single time.
 func (a *Activator) Serve(ctx context.Context, ln net.Listener) error {
 	defer close(a.done)
+	// After the drain nothing uses the upstream connections: close them and stop their sweep.
+	defer a.proxy.conns.closeIdle()
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)

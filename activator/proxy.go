@@ -122,7 +122,6 @@ func (a *Activator) revisionOf(w http.ResponseWriter, r *http.Request) (key stri
 func (a *Activator) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, proto instances.Protocol, at *attempt, release func()) {
 	defer release()
 	if proto != instances.H2C && a.proxy.fastHTTP1 && fastPathFits(r) {
-		a.proxy.bindOnce.Do(func() { a.proxy.conns.setLive(a.readyAddrs) })
 		a.proxy.forwardHTTP1(ctx, w, r, at)
 		return
 	}
@@ -209,7 +208,6 @@ type proxy struct {
 	// without ReverseProxy (fastpath.go). Off only to compare the two in benchmarks.
 	fastHTTP1 bool
 	conns     *connPool
-	bindOnce  sync.Once // tells conns which instances are ready, on first use
 	bufs      *bufferPool
 }
 

@@ -142,6 +142,44 @@ func objectPath(resource, namespace, name string) string {
 	return api.Prefix + "/namespaces/" + url.PathEscape(namespace) + "/" + url.PathEscape(resource) + "/" + url.PathEscape(name)
 }
 
+// send makes one request with the client's token, turning "no answer at all" into an
+// UnreachableError that names the server.
+func (c *Client) send(ctx context.Context, method string, u *url.URL, headers http.Header, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, u.String(), err)
+	}
+	for k, v := range headers {
+		req.Header[k] = v
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		// Strip the url.Error wrapper: the server is named once, in our message.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, &UnreachableError{Server: c.base.String(), Err: err}
+	}
+	return resp, nil
+}
+
+// statusError is a non-2xx answer as an error: the API's JSON message, or what came back when
+// it is not our API (a proxy, another service on the port).
+func statusError(method string, u *url.URL, resp *http.Response, data []byte) error {
+	var e api.Error
+	if json.Unmarshal(data, &e) != nil || e.Error == "" {
+		return &api.StatusError{Code: resp.StatusCode, Message: fmt.Sprintf("%s %s: %s: %s", method, u.String(), resp.Status, strings.TrimSpace(string(data)))}
+	}
+	return &api.StatusError{Code: resp.StatusCode, Message: e.Error}
+}
+
 // UnreachableError means no HTTP answer came back at all.
 type UnreachableError struct {
 	Server string
@@ -158,28 +196,13 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, cont
 	u := *c.base
 	u.Path += path
 	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, u.String(), err)
-	}
+	headers := http.Header{"Accept": {"application/json"}}
 	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+		headers.Set("Content-Type", contentType)
 	}
-	req.Header.Set("Accept", "application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
+	resp, err := c.send(ctx, method, &u, headers, body)
 	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		// Strip the url.Error wrapper: the server is named once, in our message.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return &UnreachableError{Server: c.base.String(), Err: err}
+		return err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
@@ -187,12 +210,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, cont
 		return fmt.Errorf("read answer of %s %s: %w", method, u.Path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e api.Error
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			// Not our API (a proxy, another service on the port): show what came back.
-			return &api.StatusError{Code: resp.StatusCode, Message: fmt.Sprintf("%s %s: %s: %s", method, u.String(), resp.Status, strings.TrimSpace(string(data)))}
-		}
-		return &api.StatusError{Code: resp.StatusCode, Message: e.Error}
+		return statusError(method, &u, resp, data)
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("decode answer of %s %s (is %s a sluice API?): %w", method, u.Path, c.base, err)

@@ -2,16 +2,11 @@ package apiclient
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
-
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/api"
 )
 
 // Logs copies the instance logs of revision namespace/name to w as the server sends them: the
@@ -28,33 +23,14 @@ func (c *Client) Logs(ctx context.Context, namespace, name string, follow bool, 
 		q.Set("tail", strconv.Itoa(tail))
 	}
 	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	resp, err := c.send(ctx, http.MethodGet, &u, http.Header{"Accept": {"text/plain"}}, nil)
 	if err != nil {
-		return fmt.Errorf("GET %s: %w", u.String(), err)
-	}
-	req.Header.Set("Accept", "text/plain")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return &UnreachableError{Server: c.base.String(), Err: err}
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var e api.Error
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			return &api.StatusError{Code: resp.StatusCode, Message: fmt.Sprintf("GET %s: %s: %s", u.String(), resp.Status, strings.TrimSpace(string(data)))}
-		}
-		return &api.StatusError{Code: resp.StatusCode, Message: e.Error}
+		return statusError(http.MethodGet, &u, resp, data)
 	}
 	if _, err := io.Copy(w, resp.Body); err != nil {
 		if ctx.Err() != nil {

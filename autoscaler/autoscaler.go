@@ -111,6 +111,7 @@ type Autoscaler struct {
 	// last pass that pushed: what connected clients have been sent (or are being sent).
 	answers, pushed map[routing.Key]routing.Instances
 	synced          chan struct{} // closed (and replaced) after every pass that pushed
+	clustersChanged chan struct{} // closed (and replaced) when a revision is added or removed
 	waits           sync.WaitGroup
 	ctx             context.Context // Run's; nil before Run
 }
@@ -156,6 +157,8 @@ func New(scaler Scaler, metrics Metrics, acks Acks, state func() *routing.State,
 		answers: map[routing.Key]routing.Instances{},
 		pushed:  map[routing.Key]routing.Instances{},
 		synced:  make(chan struct{}),
+
+		clustersChanged: make(chan struct{}),
 	}
 }
 
@@ -240,6 +243,7 @@ func (a *Autoscaler) Tick() {
 			a.mu.Lock()
 			delete(a.revs, key)
 			delete(a.answers, key)
+			a.clustersChangedLocked()
 			a.mu.Unlock()
 			a.scaler.Forget(key)
 			a.metrics.Untrack(clusterOf(key))
@@ -447,6 +451,7 @@ func (a *Autoscaler) Instances(rev *v1.Revision) routing.Instances {
 		a.revs[key] = r
 		if r.cfgErr == nil {
 			a.metrics.Track(clusterOf(key), r.cfg.StableWindow)
+			a.clustersChangedLocked()
 		}
 		a.poke() // start its initial scale now, not at the next tick
 	}
@@ -470,6 +475,26 @@ func (a *Autoscaler) Instances(rev *v1.Revision) routing.Instances {
 	}
 	a.answers[key] = in
 	return in
+}
+
+// Clusters are the clusters of the revisions it scales, sorted, and a channel closed when they
+// change: what the LRS server asks Envoy gateways to report.
+func (a *Autoscaler) Clusters() ([]string, <-chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	names := make([]string, 0, len(a.revs))
+	for k, r := range a.revs {
+		if r.cfgErr == nil {
+			names = append(names, clusterOf(k))
+		}
+	}
+	slices.Sort(names)
+	return names, a.clustersChanged
+}
+
+func (a *Autoscaler) clustersChangedLocked() {
+	close(a.clustersChanged)
+	a.clustersChanged = make(chan struct{})
 }
 
 // Status is the revision's scale as `sluice get revisions` shows it; ok is false for a revision

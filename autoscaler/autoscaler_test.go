@@ -237,3 +237,34 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestClustersFollowScaledRevisions(t *testing.T) {
+	rev := revisionFor("hello-00001", nil)
+	st := &routing.State{Revisions: map[routing.Key]*v1.Revision{routing.KeyOf(rev): rev}}
+	a := New(newFakeScaler(), &fakeMetrics{}, fakeAcks{}, func() *routing.State { return st }, Options{Defaults: scaling.Defaults(), Activator: activator})
+	names, changed := a.Clusters()
+	if len(names) != 0 {
+		t.Fatalf("clusters before any revision = %v", names)
+	}
+	a.Instances(rev)
+	a.Instances(revisionFor("static-00001", map[string]string{v1.AnnotationEndpoints: "10.0.0.1:80"}))
+	select {
+	case <-changed:
+	default:
+		t.Fatal("adding a scaled revision did not signal")
+	}
+	if names, _ = a.Clusters(); !slices.Equal(names, []string{"default/hello-00001"}) {
+		t.Fatalf("clusters = %v, want the scaled revision's only", names)
+	}
+	_, changed = a.Clusters()
+	st = &routing.State{Revisions: map[routing.Key]*v1.Revision{}}
+	a.Tick()
+	select {
+	case <-changed:
+	default:
+		t.Fatal("removing a revision did not signal")
+	}
+	if names, _ = a.Clusters(); len(names) != 0 {
+		t.Fatalf("clusters after removal = %v", names)
+	}
+}

@@ -3,6 +3,7 @@ package lrs
 import (
 	"context"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -192,5 +193,51 @@ func TestFirstRequestNeedsNode(t *testing.T) {
 	}
 	if _, err := st.Recv(); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("got %v, want InvalidArgument", err)
+	}
+}
+
+// clusterSet is a changing set of clusters worth reporting, as the autoscaler gives it.
+type clusterSet struct {
+	mu      sync.Mutex
+	names   []string
+	changed chan struct{}
+}
+
+func (c *clusterSet) get() ([]string, <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.names), c.changed
+}
+
+func (c *clusterSet) set(names ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.names = names
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// An Envoy is asked for the scaled clusters only, and again when they change; a gRPC client
+// keeps send_all_clusters (it reads only the first response).
+func TestEnvoyIsAskedForScaledClustersOnly(t *testing.T) {
+	set := &clusterSet{names: []string{"default/a-00001"}, changed: make(chan struct{})}
+	c := startServer(t, newRecordingSink(), Options{Clusters: set.get})
+
+	envoy, _ := open(t, c, &corev3.Node{Id: "gw", UserAgentName: "envoy"})
+	resp, err := envoy.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetSendAllClusters() || !slices.Equal(resp.GetClusters(), []string{"default/a-00001"}) || resp.GetLoadReportingInterval().AsDuration() != DefaultInterval {
+		t.Fatalf("first answer to Envoy = %v", resp)
+	}
+	set.set("default/a-00001", "default/b-00001")
+	if resp, err = envoy.Recv(); err != nil || !slices.Equal(resp.GetClusters(), []string{"default/a-00001", "default/b-00001"}) {
+		t.Fatalf("answer after the set changed = %v, %v", resp, err)
+	}
+
+	grpcClient, _ := open(t, c, &corev3.Node{Id: "client", UserAgentName: "gRPC Go"})
+	if resp, err := grpcClient.Recv(); err != nil || !resp.GetSendAllClusters() {
+		t.Fatalf("answer to a gRPC client = %v, %v; want send_all_clusters", resp, err)
 	}
 }

@@ -74,7 +74,7 @@ func (s *server) addScaling(srv *xds.Server, g *grpc.Server, xdsAddr net.Addr) (
 		TickInterval: s.opts.scaling.tick,
 		Logger:       s.log,
 	})
-	lrs.NewServer(pokingSink{collector, as}, lrs.Options{Logger: s.log}).Register(g)
+	lrs.NewServer(pokingSink{collector, as}, lrs.Options{Logger: s.log, Clusters: as.Clusters}).Register(g)
 	s.api.Handle(local.LogsPattern, sup.LogsHandler())
 
 	s.add("instances", sup.Run)

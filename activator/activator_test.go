@@ -513,3 +513,30 @@ func TestRetriesARefusedH2CInstance(t *testing.T) {
 		t.Fatalf("got %d %q", resp.StatusCode, body)
 	}
 }
+
+// An HTTP/1.1 client streams a large body through ReverseProxy (here: to an h2c instance) to an
+// instance that answers while it reads: the activator must keep reading the client's body while
+// it writes the answer, or Go's HTTP/1 server cuts the body short.
+func TestLargeBodyEchoedThroughReverseProxy(t *testing.T) {
+	s := serve(t, Options{})
+	var h2cOnly http.Protocols
+	h2cOnly.SetUnencryptedHTTP2(true)
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Answer first, read later: the body (larger than HTTP/2's flow-control windows) is
+		// then still on its way when the answer reaches the activator.
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		time.Sleep(50 * time.Millisecond)
+		io.Copy(w, r.Body)
+	}))
+	backend.Config.Protocols = &h2cOnly
+	backend.Start()
+	defer backend.Close()
+	s.Update([]instances.Revision{{Name: "default/e-00001", Protocol: instances.H2C, Addrs: []string{backend.Listener.Addr().String()}}}, nil)
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	req, _ := http.NewRequest(http.MethodPost, s.url, io.MultiReader(bytes.NewReader(payload))) // chunked: no length
+	resp, body := do(t, req, "default", "e-00001")
+	if resp.StatusCode != http.StatusOK || body != string(payload) {
+		t.Fatalf("got %d and %d bytes back, want 200 and the %d sent", resp.StatusCode, len(body), len(payload))
+	}
+}

@@ -130,6 +130,11 @@ func (a *Activator) forward(ctx context.Context, w http.ResponseWriter, r *http.
 		// The transport closes the body it is given, even when it could not connect; the real
 		// body must survive that for a retry, and the server closes it.
 		out.Body = &attemptBody{rc: r.Body, at: at}
+		if r.ProtoMajor == 1 {
+			// The transport may still be sending the body when the instance's answer is
+			// written back; without this Go's HTTP/1 server would drain the body itself first.
+			_ = http.NewResponseController(w).EnableFullDuplex()
+		}
 	}
 	a.proxy.forProtocol(proto).ServeHTTP(w, out)
 }

@@ -533,7 +533,7 @@ func TestLargeBodyEchoedThroughReverseProxy(t *testing.T) {
 	backend.Start()
 	defer backend.Close()
 	s.Update([]instances.Revision{{Name: "default/e-00001", Protocol: instances.H2C, Addrs: []string{backend.Listener.Addr().String()}}}, nil)
-	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<18)                                  // 4 MiB
 	req, _ := http.NewRequest(http.MethodPost, s.url, io.MultiReader(bytes.NewReader(payload))) // chunked: no length
 	resp, body := do(t, req, "default", "e-00001")
 	if resp.StatusCode != http.StatusOK || body != string(payload) {

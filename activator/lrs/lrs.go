@@ -74,12 +74,6 @@ func NewReporter(opts Options) *Reporter {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.MinBackoff <= 0 {
-		opts.MinBackoff = 100 * time.Millisecond
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = 5 * time.Second
-	}
 	return &Reporter{
 		opts:     opts,
 		client:   lrsv3.NewLoadReportingServiceClient(opts.Conn),

@@ -80,12 +80,6 @@ func New(opts Options) *Client {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.MinBackoff <= 0 {
-		opts.MinBackoff = 100 * time.Millisecond
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = 5 * time.Second
-	}
 	return &Client{
 		opts:          opts,
 		client:        discoveryv3.NewAggregatedDiscoveryServiceClient(opts.Conn),

@@ -254,21 +254,36 @@ func (a *Activator) standing(name string) routes.Standing {
 // lookup finds a known revision, waiting up to UnknownRevisionWait for the control plane to
 // name it: a request can race the push that created its revision.
 func (a *Activator) lookup(ctx context.Context, name string) *revision {
-	var timer *time.Timer
-	for {
+	return awaitFound(ctx, a.opts.UnknownRevisionWait, &a.lookupsWaiting, func() (*revision, <-chan struct{}) {
 		a.mu.RLock()
 		r, changed := a.revs[name], a.changed
 		a.mu.RUnlock()
 		if r != nil {
 			if _, known, _ := r.snapshot(); known {
-				return r
+				return r, changed
 			}
 		}
+		return nil, changed
+	})
+}
+
+// awaitFound calls find until it finds something (non-nil), waiting in between for the
+// channel find returns to be closed (something changed), for at most wait after the first miss
+// or until ctx is done; then it returns nil. waiting, when set, counts the calls that wait.
+func awaitFound[T any](ctx context.Context, wait time.Duration, waiting *atomic.Int64, find func() (*T, <-chan struct{})) *T {
+	var timer *time.Timer
+	for {
+		v, changed := find()
+		if v != nil {
+			return v
+		}
 		if timer == nil {
-			timer = time.NewTimer(a.opts.UnknownRevisionWait)
+			timer = time.NewTimer(wait)
 			defer timer.Stop()
-			a.lookupsWaiting.Add(1)
-			defer a.lookupsWaiting.Add(-1)
+			if waiting != nil {
+				waiting.Add(1)
+				defer waiting.Add(-1)
+			}
 		}
 		select {
 		case <-changed:

@@ -43,8 +43,7 @@ func newHostRoutes(size int, subscribe, unsubscribe func(hosts ...string)) *host
 // get returns the routes of host, subscribing to them on first use and waiting up to wait for
 // the control plane to serve them. nil means none within the wait.
 func (hr *hostRoutes) get(ctx context.Context, host string, wait time.Duration) *routes.Host {
-	var timer *time.Timer
-	for {
+	return awaitFound(ctx, wait, nil, func() (*routes.Host, <-chan struct{}) {
 		hr.mu.Lock()
 		e, ok := hr.lru.Get(host)
 		if !ok {
@@ -59,21 +58,8 @@ func (hr *hostRoutes) get(ctx context.Context, host string, wait time.Duration) 
 		}
 		route, changed := e.route, hr.changed
 		hr.mu.Unlock()
-		if route != nil {
-			return route
-		}
-		if timer == nil {
-			timer = time.NewTimer(wait)
-			defer timer.Stop()
-		}
-		select {
-		case <-changed:
-		case <-timer.C:
-			return nil
-		case <-ctx.Done():
-			return nil
-		}
-	}
+		return route, changed
+	})
 }
 
 // update takes the control plane's routes of subscribed hosts. A host no longer subscribed

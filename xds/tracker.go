@@ -394,19 +394,10 @@ func (t *tracker) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) err
 func (t *tracker) streamRequest(id int64, req *discovery.DiscoveryRequest) (context.Context, uint64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.streams[streamKey{id: id}]
-	if st == nil {
-		return nil, 0, nil
+	st, typeURL, _, ts, err := t.requestLocked(streamKey{id: id}, req.GetNode(), req.GetTypeUrl())
+	if st == nil || err != nil {
+		return nil, 0, err
 	}
-	t.identify(st, req.GetNode())
-	typeURL := req.GetTypeUrl()
-	if typeURL == "" {
-		typeURL = st.defaultType
-	}
-	if _, ok := keyFor(typeURL, st.kind); !ok {
-		return nil, 0, unsupported(typeURL, st.kind)
-	}
-	ts := st.typeState(typeURL)
 	nonce := req.GetResponseNonce()
 	if nonce != "" {
 		resp := t.answer(st, ts, typeURL, nonce, req.GetErrorDetail(), req.GetResourceNames())
@@ -430,6 +421,31 @@ func (t *tracker) streamRequest(id int64, req *discovery.DiscoveryRequest) (cont
 	} else {
 		ts.sub.SetResourceSubscription(req.GetResourceNames())
 	}
+	return t.subscribedLocked(st, ts, typeURL)
+}
+
+// requestLocked is what every request starts with: find the stream (nil if it is gone), learn
+// its node, and resolve the request's type (a delta or ADS request may leave it to the
+// stream's) to its cache and its state on the stream. Callers hold t.mu.
+func (t *tracker) requestLocked(key streamKey, node *core.Node, typeURL string) (*streamState, string, cacheKey, *typeState, error) {
+	st := t.streams[key]
+	if st == nil {
+		return nil, "", "", nil, nil
+	}
+	t.identify(st, node)
+	if typeURL == "" {
+		typeURL = st.defaultType
+	}
+	ck, ok := keyFor(typeURL, st.kind)
+	if !ok {
+		return nil, "", "", nil, unsupported(typeURL, st.kind)
+	}
+	return st, typeURL, ck, st.typeState(typeURL), nil
+}
+
+// subscribedLocked is what every request ends with, once the stream's subscription to
+// typeURL is up to date: count the names it wants, wake ACK waiters. Callers hold t.mu.
+func (t *tracker) subscribedLocked(st *streamState, ts *typeState, typeURL string) (context.Context, uint64, error) {
 	ts.forgetUnsubscribed()
 	need := t.countWantedLocked(st, ts, typeURL)
 	t.notifyLocked()
@@ -496,20 +512,10 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRe
 func (t *tracker) deltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) (context.Context, uint64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.streams[streamKey{delta: true, id: id}]
-	if st == nil {
-		return nil, 0, nil
+	st, typeURL, key, ts, err := t.requestLocked(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl())
+	if st == nil || err != nil {
+		return nil, 0, err
 	}
-	t.identify(st, req.GetNode())
-	typeURL := req.GetTypeUrl()
-	if typeURL == "" {
-		typeURL = st.defaultType
-	}
-	key, ok := keyFor(typeURL, st.kind)
-	if !ok {
-		return nil, 0, unsupported(typeURL, st.kind)
-	}
-	ts := st.typeState(typeURL)
 	if nonce := req.GetResponseNonce(); nonce != "" {
 		t.answer(st, ts, typeURL, nonce, req.GetErrorDetail(), req.GetResourceNamesSubscribe())
 	}
@@ -529,10 +535,7 @@ func (t *tracker) deltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) (
 			delete(ts.acked, name)
 		}
 	}
-	ts.forgetUnsubscribed()
-	need := t.countWantedLocked(st, ts, typeURL)
-	t.notifyLocked()
-	return st.ctx, need, nil
+	return t.subscribedLocked(st, ts, typeURL)
 }
 
 func (t *tracker) OnStreamDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {

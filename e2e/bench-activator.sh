@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The activator's cost, in one run against one helloworld backend:
 #   - latency (p50/p90/p99) and throughput of direct / activator / nginx (plain reverse proxy) /
-#     go-proxy (net/http/httputil's reverse proxy, bare: the floor for a Go proxy), measured in alternating rounds, reported as medians of per-round pairs against direct;
+#     go-proxy (net/http/httputil's reverse proxy, bare: the floor for a Go proxy) / tcp-relay
+#     (bytes copied both ways, no HTTP: the ceiling for any proxy hop on this machine), measured in
+#     alternating rounds, reported as medians of per-round pairs against direct, with the CPU time
+#     per request of the load generator, the backend and each proxy;
 #   - cold start: time to first byte through the activator from zero minus the app's own start
 #     time (exec to first 200), paired sample by sample.
 # Goals (from the issue): activator added p50 ≤ 200µs, throughput ≥ 70% of direct, cold-start
@@ -14,8 +17,8 @@
 # CONC (16 connections per target), COLD_N (10 cold-start samples), NGINX_WORKERS (auto: one per
 # core, as the activator's Go runtime uses every core), AA (1: also measure direct a second time,
 # "direct-2", whose distance from direct is the noise floor of the run), GOPROXY (1: also measure
-# go-proxy), BASE_PORT (19470: the script uses BASE_PORT..BASE_PORT+6 and checks they are free; other sluices on this machine hold
-# serve's defaults, so none of them is used).
+# go-proxy), RELAY (1: also measure tcp-relay), BASE_PORT (19470: the script uses BASE_PORT..BASE_PORT+7
+# and checks they are free; other sluices on this machine hold serve's defaults, so none of them is used).
 #
 # `sluice serve` runs both revisions as local processes (their container has a command) with its
 # in-process activator on --activator-addr. The script learns the instance's port from the app's
@@ -36,6 +39,7 @@ cold_n=${COLD_N:-10}
 nginx_workers=${NGINX_WORKERS:-auto}
 aa=${AA:-1}
 goproxy=${GOPROXY:-1}
+relay=${RELAY:-1}
 base=${BASE_PORT:-19470}
 api=127.0.0.1:$base
 xds=127.0.0.1:$((base + 1))
@@ -44,6 +48,7 @@ envoy_internal=127.0.0.1:$((base + 3))
 nginx_port=$((base + 4))
 activator_addr=127.0.0.1:$((base + 5))
 goproxy_port=$((base + 6))
+relay_port=$((base + 7))
 
 work=$(mktemp -d)
 pids=()
@@ -56,9 +61,9 @@ trap cleanup EXIT
 die() { echo "bench-activator: $*" >&2; exit 1; }
 
 # A port someone else holds would make us measure their server, or fail half-way: refuse early.
-for port in $(seq "$base" $((base + 6))); do
+for port in $(seq "$base" $((base + 7))); do
   if (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then
-    die "127.0.0.1:$port is in use; pick free ports with BASE_PORT (it uses BASE_PORT..BASE_PORT+6)"
+    die "127.0.0.1:$port is in use; pick free ports with BASE_PORT (it uses BASE_PORT..BASE_PORT+7)"
   fi
 done
 
@@ -189,24 +194,36 @@ http {
 EOF
 nginx -t -q -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf"
 nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+nginx_pid=$!; pids+=($nginx_pid)
 wait_http "http://127.0.0.1:$nginx_port/" || { cat "$work/nginx/error.log"; die "nginx did not start"; }
+# The master and its workers: the workers do the proxying, the master's share is near zero.
+nginx_pids=$(pgrep -d, -P "$nginx_pid" || true)
+nginx_pids=$nginx_pid${nginx_pids:+,$nginx_pids}
 
 if [ "$goproxy" = 1 ]; then
   "$work/loadgen" proxy -listen "127.0.0.1:$goproxy_port" -upstream "http://127.0.0.1:$backend_port" &
-  pids+=($!)
+  goproxy_pid=$!; pids+=($goproxy_pid)
   wait_http "http://127.0.0.1:$goproxy_port/" || die "go-proxy did not start"
+fi
+if [ "$relay" = 1 ]; then
+  "$work/loadgen" relay -listen "127.0.0.1:$relay_port" -upstream "127.0.0.1:$backend_port" &
+  relay_pid=$!; pids+=($relay_pid)
+  wait_http "http://127.0.0.1:$relay_port/" || die "tcp-relay did not start"
 fi
 
 echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(uname -r), $(go version | cut -d' ' -f3), $(nginx -v 2>&1 | sed 's/.*: //')"
 # Others share these cores: say who, so the numbers can be read against it.
 echo "   busiest other processes (%CPU since they started):"
 ps -eo pid=,pcpu=,comm= --sort=-pcpu | awk -v self=$$ '$1 != self && NR <= 6 {printf "     %s\n", $0}'
-args=(-target "direct=http://127.0.0.1:$backend_port/"
-  -target "activator=http://$activator_addr/"
+# CPU per request: serve's share includes its control plane and autoscaler, idle but for the
+# activator's once-a-second load reports.
+args=(-backend-pid "$pid"
+  -target "direct=http://127.0.0.1:$backend_port/"
+  -target "activator=http://$activator_addr/" -pid "activator=$serve_pid"
   -H 'activator:Knative-Serving-Namespace: default' -H 'activator:Knative-Serving-Revision: hello-00001'
-  -target "nginx=http://127.0.0.1:$nginx_port/")
-[ "$goproxy" = 1 ] && args+=(-target "go-proxy=http://127.0.0.1:$goproxy_port/")
+  -target "nginx=http://127.0.0.1:$nginx_port/" -pid "nginx=$nginx_pids")
+[ "$goproxy" = 1 ] && args+=(-target "go-proxy=http://127.0.0.1:$goproxy_port/" -pid "go-proxy=$goproxy_pid")
+[ "$relay" = 1 ] && args+=(-target "tcp-relay=http://127.0.0.1:$relay_port/" -pid "tcp-relay=$relay_pid")
 [ "$aa" = 1 ] && args+=(-target "direct-2=http://127.0.0.1:$backend_port/")
 status=0
 "$work/loadgen" bench "${args[@]}" -baseline direct -goal-target activator \

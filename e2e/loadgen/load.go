@@ -17,6 +17,9 @@ type Target struct {
 	Name   string
 	URL    string
 	Header http.Header
+	// Proxy are the processes in the target's path between the load generator and the backend,
+	// whose CPU time per request is reported.
+	Proxy []int
 }
 
 // newTransport is an HTTP/1.1 keep-alive transport holding up to conc connections to one target,

@@ -10,6 +10,10 @@
 //	loadgen firstbyte -url URL -H 'K: V'          # prints one request's time to first byte
 //	loadgen coldstats -app app.txt -first first.txt
 //	loadgen proxy -listen 127.0.0.1:19481 -upstream http://127.0.0.1:8080   # a bare Go reverse proxy
+//	loadgen relay -listen 127.0.0.1:19482 -upstream 127.0.0.1:8080          # a TCP relay, no HTTP
+//
+// bench reports each target's CPU time per request when told the processes: -backend-pid for
+// the backend, -pid NAME=PID,... for those in target NAME's path (Linux: it reads /proc).
 //
 // Requests are HTTP/1.1 GETs on keep-alive connections (bench), one connection per request
 // (appstart, firstbyte). Exit status: 0 when every request succeeded, whether or not the goals
@@ -47,6 +51,8 @@ func main() {
 		err = coldStatsCmd(os.Args[2:])
 	case "proxy":
 		err = proxyCmd(ctx, os.Args[2:])
+	case "relay":
+		err = relayCmd(ctx, os.Args[2:])
 	default:
 		usage()
 	}
@@ -62,7 +68,7 @@ func main() {
 var errUsage = errors.New("usage")
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: loadgen bench|appstart|firstbyte|coldstats|proxy [flags]  (-h for each)")
+	fmt.Fprintln(os.Stderr, "usage: loadgen bench|appstart|firstbyte|coldstats|proxy|relay [flags]  (-h for each)")
 	os.Exit(2)
 }
 
@@ -95,9 +101,11 @@ func goalFlags(fs *flag.FlagSet) *Goals {
 
 func benchCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	var targets, headers listFlag
+	var targets, headers, pids listFlag
 	fs.Var(&targets, "target", "NAME=URL of a target (repeat; the order is the first round's)")
 	fs.Var(&headers, "H", "NAME:Header: value added to every request to target NAME (repeat)")
+	fs.Var(&pids, "pid", "NAME=PID[,PID...]: the processes in target NAME's path, for CPU time per request (repeat)")
+	backendPIDs := fs.String("backend-pid", "", "PID[,PID...] of the backend, for CPU time per request")
 	cfg := BenchConfig{}
 	fs.IntVar(&cfg.Concurrency, "c", 16, "requests in flight (connections) per target")
 	fs.DurationVar(&cfg.Duration, "d", 5*time.Second, "measured duration per target per round")
@@ -112,9 +120,15 @@ func benchCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	var err error
-	if cfg.Targets, err = parseTargets(targets, headers); err != nil {
+	if cfg.Targets, err = parseTargets(targets, headers, pids); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return errUsage
+	}
+	if *backendPIDs != "" {
+		if cfg.Backend, err = parsePIDs(*backendPIDs); err != nil {
+			fmt.Fprintf(os.Stderr, "-backend-pid: %v\n", err)
+			return errUsage
+		}
 	}
 	if cfg.Concurrency < 1 || cfg.Rounds < 1 || cfg.Duration <= 0 {
 		fmt.Fprintln(os.Stderr, "-c and -rounds must be at least 1 and -d positive")
@@ -139,8 +153,8 @@ func benchCmd(ctx context.Context, args []string) error {
 	return nil
 }
 
-// parseTargets reads NAME=URL targets and NAME:Header: value headers.
-func parseTargets(targets, headers []string) ([]Target, error) {
+// parseTargets reads NAME=URL targets, NAME:Header: value headers and NAME=PID,... processes.
+func parseTargets(targets, headers, pids []string) ([]Target, error) {
 	if len(targets) == 0 {
 		return nil, errors.New("at least one -target NAME=URL is needed")
 	}
@@ -168,6 +182,18 @@ func parseTargets(targets, headers []string) ([]Target, error) {
 			return nil, fmt.Errorf("-H %q: %w", h, err)
 		}
 		out[i].Header.Add(k, v)
+	}
+	for _, p := range pids {
+		name, list, _ := strings.Cut(p, "=")
+		i, ok := index[name]
+		if !ok {
+			return nil, fmt.Errorf("-pid %q: no target named %q", p, name)
+		}
+		procs, err := parsePIDs(list)
+		if err != nil {
+			return nil, fmt.Errorf("-pid %q: %w", p, err)
+		}
+		out[i].Proxy = append(out[i].Proxy, procs...)
 	}
 	return out, nil
 }

@@ -24,7 +24,15 @@ func Report(w io.Writer, targets []Target, baseline, goalTarget string, rounds m
 	n := len(base)
 	fmt.Fprintf(w, "\nmedians of %d rounds; added latency and throughput are per-round pairs against %s, then their median\n", n, baseline)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\tp50\tp90\tp99\tmax\treq/s\terrors\tadded p50\tadded p99\tthroughput vs "+baseline+"\t")
+	cpu := false
+	for _, rs := range rounds {
+		cpu = cpu || MedianSummary(rs).CPU.Measured
+	}
+	head := "target\tp50\tp90\tp99\tmax\treq/s\terrors\tadded p50\tadded p99\tthroughput vs " + baseline + "\t"
+	if cpu {
+		head += "CPU/req: loadgen\tbackend\tproxy\t"
+	}
+	fmt.Fprintln(tw, head)
 	verdicts := []string{}
 	for _, t := range targets {
 		rs := rounds[t.Name]
@@ -44,10 +52,21 @@ func Report(w io.Writer, targets []Target, baseline, goalTarget string, rounds m
 					verdict(fmt.Sprintf("%s throughput %.0f%% of %s ≥ %.0f%%", t.Name, 100*c.ThroughputRatio, baseline, 100*goals.ThroughputRatio), c.ThroughputRatio >= goals.ThroughputRatio))
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.0f\t%d\t%s\t%s\t%s\t\n", t.Name, us(m.P50), us(m.P90), us(m.P99), us(m.Max), m.RPS, m.Errors, added50, added99, ratio)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.0f\t%d\t%s\t%s\t%s\t", t.Name, us(m.P50), us(m.P90), us(m.P99), us(m.Max), m.RPS, m.Errors, added50, added99, ratio)
+		switch {
+		case !cpu:
+		case m.CPU.Measured:
+			fmt.Fprintf(tw, "%s\t%s\t%s\t", us(m.CPU.Loadgen), us(m.CPU.Backend), us(m.CPU.Proxy))
+		default:
+			fmt.Fprint(tw, "-\t-\t-\t")
+		}
+		fmt.Fprintln(tw)
 	}
 	if err := tw.Flush(); err != nil {
 		return failed, err
+	}
+	if cpu {
+		fmt.Fprintln(w, "CPU/req: CPU time (user + system, from /proc) per successful request of the load generator, the backend and the target's proxy process(es), medians of rounds")
 	}
 	if goalTarget != "" && len(verdicts) == 0 {
 		fmt.Fprintf(w, "goals: %s was not measured\n", goalTarget)

@@ -16,6 +16,8 @@ type BenchConfig struct {
 	Rounds      int
 	Timeout     time.Duration // per request
 	Expect      string        // substring of a good reply, checked once per target before the run
+	// Backend are the processes serving every target, whose CPU time per request is reported.
+	Backend []int
 }
 
 // Bench runs the rounds and returns each target's summaries in round order. Within a round the
@@ -40,11 +42,14 @@ func Bench(ctx context.Context, cfg BenchConfig, w io.Writer) (map[string][]Summ
 					return out, fmt.Errorf("round %d: warm-up: %w", r+1, err)
 				}
 			}
+			before := takeCPUSnapshot(cfg.Backend, l.target.Proxy)
 			lat, errs, firstErr, elapsed := l.run(ctx, cfg.Duration)
+			after := takeCPUSnapshot(cfg.Backend, l.target.Proxy)
 			if err := ctx.Err(); err != nil {
 				return out, err
 			}
 			s := Summarize(lat, errs, elapsed)
+			s.CPU = cpuPerRequest(before, after, len(lat))
 			out[l.target.Name] = append(out[l.target.Name], s)
 			fmt.Fprintf(w, "round %d/%d  %-10s %s\n", r+1, cfg.Rounds, l.target.Name, formatSummary(s))
 			if firstErr != nil {
@@ -56,8 +61,12 @@ func Bench(ctx context.Context, cfg BenchConfig, w io.Writer) (map[string][]Summ
 }
 
 func formatSummary(s Summary) string {
-	return fmt.Sprintf("p50 %8s  p90 %8s  p99 %8s  max %8s  %8.0f req/s  %d requests, %d errors",
+	line := fmt.Sprintf("p50 %8s  p90 %8s  p99 %8s  max %8s  %8.0f req/s  %d requests, %d errors",
 		us(s.P50), us(s.P90), us(s.P99), us(s.Max), s.RPS, s.Requests, s.Errors)
+	if s.CPU.Measured {
+		line += fmt.Sprintf("  CPU/req loadgen %s backend %s proxy %s", us(s.CPU.Loadgen), us(s.CPU.Backend), us(s.CPU.Proxy))
+	}
+	return line
 }
 
 // us prints a duration in microseconds, the unit the targets are stated in.

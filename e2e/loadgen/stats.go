@@ -13,6 +13,7 @@ type Summary struct {
 	P50, P90, P99, Max time.Duration
 	// RPS counts successful requests only, over the measured duration.
 	RPS float64
+	CPU CPUPerRequest
 }
 
 // Quantile is the nearest-rank quantile of sorted (q in (0, 1]): the smallest sample with at
@@ -62,14 +63,21 @@ func MedianSummary(rounds []Summary) Summary {
 	var out Summary
 	var p50, p90, p99, mx []time.Duration
 	var rps []float64
+	var cpuL, cpuB, cpuP []time.Duration
 	for _, r := range rounds {
 		out.Requests += r.Requests
 		out.Errors += r.Errors
 		p50, p90, p99, mx = append(p50, r.P50), append(p90, r.P90), append(p99, r.P99), append(mx, r.Max)
 		rps = append(rps, r.RPS)
+		if r.CPU.Measured {
+			cpuL, cpuB, cpuP = append(cpuL, r.CPU.Loadgen), append(cpuB, r.CPU.Backend), append(cpuP, r.CPU.Proxy)
+		}
 	}
 	out.P50, out.P90, out.P99, out.Max = median(p50), median(p90), median(p99), median(mx)
 	out.RPS = median(rps)
+	if len(cpuL) > 0 {
+		out.CPU = CPUPerRequest{Measured: true, Loadgen: median(cpuL), Backend: median(cpuB), Proxy: median(cpuP)}
+	}
 	return out
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -107,8 +108,8 @@ func TestCompareColdStart(t *testing.T) {
 func TestReportVerdicts(t *testing.T) {
 	targets := []Target{{Name: "direct"}, {Name: "activator"}, {Name: "nginx"}}
 	rounds := map[string][]Summary{
-		"direct":    {{P50: 100 * us1, RPS: 1000}},
-		"activator": {{P50: 400 * us1, RPS: 800, Errors: 0}},
+		"direct":    {{P50: 100 * us1, RPS: 1000, CPU: CPUPerRequest{Measured: true, Loadgen: 21 * us1, Backend: 19 * us1}}},
+		"activator": {{P50: 400 * us1, RPS: 800, Errors: 0, CPU: CPUPerRequest{Measured: true, Loadgen: 23 * us1, Backend: 20 * us1, Proxy: 37 * us1}}},
 		"nginx":     {{P50: 150 * us1, RPS: 500, Errors: 3}},
 	}
 	var b strings.Builder
@@ -120,7 +121,8 @@ func TestReportVerdicts(t *testing.T) {
 	if !failed {
 		t.Error("nginx had errors, Report says none failed")
 	}
-	for _, want := range []string{"goal NOT met: activator added p50 +300µs ≤ 200µs", "goal met:     activator throughput 80% of direct ≥ 70%", "+50µs", "50%"} {
+	for _, want := range []string{"goal NOT met: activator added p50 +300µs ≤ 200µs", "goal met:     activator throughput 80% of direct ≥ 70%", "+50µs", "50%",
+		"CPU/req: loadgen", "37µs", "19µs"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
@@ -133,7 +135,8 @@ func TestReportVerdicts(t *testing.T) {
 func TestParseTargets(t *testing.T) {
 	got, err := parseTargets(
 		[]string{"direct=http://127.0.0.1:1/", "activator=http://127.0.0.1:2/"},
-		[]string{"activator:Knative-Serving-Namespace: default", "activator:Knative-Serving-Revision:hello-00001"})
+		[]string{"activator:Knative-Serving-Namespace: default", "activator:Knative-Serving-Revision:hello-00001"},
+		[]string{"activator=12,34", "activator=56"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,16 +146,22 @@ func TestParseTargets(t *testing.T) {
 	if ns, rev := got[1].Header.Get("Knative-Serving-Namespace"), got[1].Header.Get("Knative-Serving-Revision"); ns != "default" || rev != "hello-00001" {
 		t.Errorf("activator headers = %v", got[1].Header)
 	}
-	for _, bad := range [][2][]string{
-		{nil, nil},
-		{{"direct"}, nil},
-		{{"a:b=http://x/"}, nil},
-		{{"d=http://x/", "d=http://y/"}, nil},
-		{{"d=http://x/"}, {"other:K: v"}},
-		{{"d=http://x/"}, {"d:novalue"}},
+	if !slices.Equal(got[1].Proxy, []int{12, 34, 56}) || got[0].Proxy != nil {
+		t.Errorf("proxy processes: direct %v, activator %v; want none and [12 34 56]", got[0].Proxy, got[1].Proxy)
+	}
+	for _, bad := range [][3][]string{
+		{nil, nil, nil},
+		{{"direct"}, nil, nil},
+		{{"a:b=http://x/"}, nil, nil},
+		{{"d=http://x/", "d=http://y/"}, nil, nil},
+		{{"d=http://x/"}, {"other:K: v"}, nil},
+		{{"d=http://x/"}, {"d:novalue"}, nil},
+		{{"d=http://x/"}, nil, {"other=1"}},
+		{{"d=http://x/"}, nil, {"d=1,x"}},
+		{{"d=http://x/"}, nil, {"d=0"}},
 	} {
-		if _, err := parseTargets(bad[0], bad[1]); err == nil {
-			t.Errorf("parseTargets(%q, %q): no error", bad[0], bad[1])
+		if _, err := parseTargets(bad[0], bad[1], bad[2]); err == nil {
+			t.Errorf("parseTargets(%q, %q, %q): no error", bad[0], bad[1], bad[2])
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-dev/sluice/activator"
@@ -56,6 +57,12 @@ to --drain-timeout.`,
 			a, err := activator.New(opts)
 			if err != nil {
 				return err
+			}
+			if gc := newGCTuner(goDefaultGCPercent, log); gc != nil {
+				ctx, stop := context.WithCancel(cmd.Context())
+				done := make(chan struct{})
+				go func() { defer close(done); _ = gc.run(ctx) }()
+				defer func() { stop(); <-done }()
 			}
 			return a.Run(cmd.Context())
 		},

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -139,7 +137,10 @@ func (s *server) add(name string, run func(ctx context.Context) error) {
 }
 
 func serve(ctx context.Context, o serveOptions, token string, log *slog.Logger) error {
-	tuneGC()
+	gc := newGCTuner(defaultGCPercent, log)
+	if gc != nil {
+		gc.apply()
+	}
 	if err := checkExposure(o.apiAddr, token); err != nil {
 		return err
 	}
@@ -153,6 +154,9 @@ func serve(ctx context.Context, o serveOptions, token string, log *slog.Logger) 
 		}
 	}()
 	s := &server{opts: o, token: token, log: log, store: st}
+	if gc != nil {
+		s.add("gc", gc.run)
+	}
 	s.api = apiserver.New(st, apiserver.Options{Token: token, Logger: log, RevisionScale: s.revisionScale})
 	// Bind before anything runs so a taken port fails serve at once, with nothing half started.
 	ln, err := net.Listen("tcp", o.apiAddr)
@@ -253,16 +257,4 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// defaultGCPercent is the GC target sluice uses unless GOGC says otherwise. sluice's heap is
-// mostly long-lived state (objects, routing table, xDS resources) with little churn between
-// changes, so Go's default of 100 (grow to twice the live heap before collecting) mostly buys
-// idle memory: at 10,000 services, 50 took steady RSS from about 420 MB to about 340 MB.
-const defaultGCPercent = 50
-
-func tuneGC() {
-	if _, set := os.LookupEnv("GOGC"); !set {
-		debug.SetGCPercent(defaultGCPercent)
-	}
 }

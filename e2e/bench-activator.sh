@@ -5,19 +5,24 @@
 #     (bytes copied both ways, no HTTP: the ceiling for any proxy hop on this machine), measured in
 #     alternating rounds, reported as medians of per-round pairs against direct, with the CPU time
 #     per request of the load generator, the backend and each proxy;
+#     The rounds run in two layouts: "shared", every process on every core, where a proxy's CPU
+#     is taken from the load generator and the backend; and "split", the proxies on the upper
+#     half of the cores and the load generator and the backend on the lower half (taskset), where
+#     the proxy under test has cores of its own, as an activator has in production;
 #   - cold start: time to first byte through the activator from zero minus the app's own start
 #     time (exec to first 200), paired sample by sample.
 # Goals (from the issue): activator added p50 ≤ 200µs, throughput ≥ 70% of direct, cold-start
 # overhead ≤ 20 ms at p99. They are reported, not enforced: the script fails only on errors.
 #
-#   e2e/bench-activator.sh                      # about 4 minutes (+ ~15 s per cold-start sample)
+#   e2e/bench-activator.sh                      # about 8 minutes (+ ~15 s per cold-start sample)
 #   ROUNDS=7 DURATION=10s CONC=32 COLD_N=20 e2e/bench-activator.sh
+#   CONC=1 ROUNDS=5 DURATION=4s LAYOUT=shared e2e/bench-activator.sh   # added latency alone
 #
 # Knobs (environment): ROUNDS (5), DURATION (5s, measured per target per round), WARMUP (1s),
 # CONC (16 connections per target), COLD_N (10 cold-start samples), NGINX_WORKERS (auto: one per
 # core, as the activator's Go runtime uses every core), AA (1: also measure direct a second time,
 # "direct-2", whose distance from direct is the noise floor of the run), GOPROXY (1: also measure
-# go-proxy), RELAY (1: also measure tcp-relay), BASE_PORT (19470: the script uses BASE_PORT..BASE_PORT+7
+# go-proxy), RELAY (1: also measure tcp-relay), LAYOUT (both, shared or split), BASE_PORT (19470: the script uses BASE_PORT..BASE_PORT+7
 # and checks they are free; other sluices on this machine hold serve's defaults, so none of them is used).
 #
 # `sluice serve` runs both revisions as local processes (their container has a command) with its
@@ -40,6 +45,15 @@ nginx_workers=${NGINX_WORKERS:-auto}
 aa=${AA:-1}
 goproxy=${GOPROXY:-1}
 relay=${RELAY:-1}
+layout=${LAYOUT:-both}
+cores=$(nproc)
+case $layout in
+  shared | both | split) ;;
+  *) echo "bench-activator: LAYOUT=$layout: want shared, split or both" >&2; exit 2 ;;
+esac
+if [[ $layout != shared ]] && ((cores < 2)); then
+  echo "bench-activator: LAYOUT=$layout needs 2 cores or more to split; this machine has $cores (use LAYOUT=shared)" >&2; exit 2
+fi
 base=${BASE_PORT:-19470}
 api=127.0.0.1:$base
 xds=127.0.0.1:$((base + 1))
@@ -226,8 +240,30 @@ args=(-backend-pid "$pid"
 [ "$relay" = 1 ] && args+=(-target "tcp-relay=http://127.0.0.1:$relay_port/" -pid "tcp-relay=$relay_pid")
 [ "$aa" = 1 ] && args+=(-target "direct-2=http://127.0.0.1:$backend_port/")
 status=0
-"$work/loadgen" bench "${args[@]}" -baseline direct -goal-target activator \
-  -c "$conc" -d "$duration" -warmup "$warmup" -rounds "$rounds" -expect 'Hello bench!' || status=$?
+# bench [CMD...]: the rounds, with the load generator started through CMD (taskset) if given.
+bench() {
+  "$@" "$work/loadgen" bench "${args[@]}" -baseline direct -goal-target activator \
+    -c "$conc" -d "$duration" -warmup "$warmup" -rounds "$rounds" -expect 'Hello bench!' || status=$?
+}
+# pin CPUS PID...: every thread of each process onto CPUS.
+pin() { local cpus=$1; shift; for p in "$@"; do taskset -a -p -c "$cpus" "$p" > /dev/null; done; }
+proxies=("$serve_pid" ${nginx_pids//,/ } ${goproxy_pid:-} ${relay_pid:-})
+if [[ $layout == shared || $layout == both ]]; then
+  echo "== layout shared: the load generator, the proxy and the backend on all $cores cores"
+  bench
+fi
+if [[ $layout == split || $layout == both ]]; then
+  # The proxies on the upper half of the cores, the load generator and the backend on the lower
+  # half, for every target alike: the proxy under test gets cores of its own, as an activator
+  # does in production, and takes no CPU from the load generator or the backend.
+  low=0-$((cores / 2 - 1)) high=$((cores / 2))-$((cores - 1))
+  echo "== layout split: the proxies on CPUs $high, the load generator and the backend on CPUs $low"
+  pin "$high" "${proxies[@]}"
+  pin "$low" "$pid"
+  bench taskset -c "$low"
+  # Instances started from here on (the cold-start samples) inherit serve's CPUs: give all back.
+  pin "0-$((cores - 1))" "${proxies[@]}" "$pid"
+fi
 # The activator must have proxied to the instance measured direct, not to one started meanwhile.
 [ "$(listening hello-00001 | wc -l)" = 1 ] || die "hello-00001 gained instances during the run: $(listening hello-00001)"
 

@@ -13,17 +13,7 @@ import (
 // The floor proxy forwards requests with their headers and keeps its upstream connection: a
 // proxy that dialed per request would make the floor look worse than Go's real one.
 func TestGoProxyForwardsOnAKeptConnection(t *testing.T) {
-	var upstreamConns atomic.Int64
-	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "Hello "+r.Header.Get("X-Who")+"!")
-	}))
-	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			upstreamConns.Add(1)
-		}
-	}
-	backend.Start()
-	defer backend.Close()
+	backend, upstreamConns := greetingBackend(t)
 	u, err := url.Parse(backend.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -47,4 +37,21 @@ func TestGoProxyForwardsOnAKeptConnection(t *testing.T) {
 	if n := upstreamConns.Load(); n != 1 {
 		t.Errorf("20 sequential requests opened %d upstream connections, want 1", n)
 	}
+}
+
+// greetingBackend answers "Hello $X-Who!" and counts the connections it accepts. It is closed
+// when the test ends.
+func greetingBackend(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	conns := new(atomic.Int64)
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "Hello "+r.Header.Get("X-Who")+"!")
+	}))
+	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	backend.Start()
+	t.Cleanup(backend.Close)
+	return backend, conns
 }

@@ -5,9 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -15,17 +13,7 @@ import (
 // The relay passes requests and answers through untouched, several on one kept connection,
 // and when stopped closes its open connections and returns.
 func TestRelayForwardsAndStops(t *testing.T) {
-	var backendConns atomic.Int64
-	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "Hello "+r.Header.Get("X-Who")+"!")
-	}))
-	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			backendConns.Add(1)
-		}
-	}
-	backend.Start()
-	defer backend.Close()
+	backend, backendConns := greetingBackend(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

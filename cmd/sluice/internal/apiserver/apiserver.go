@@ -65,8 +65,48 @@ func New(st *store.Store, opts Options) *Server {
 	s.mux.HandleFunc("GET "+api.Prefix+"/namespaces/{namespace}/{resource}", s.list)
 	s.mux.HandleFunc("GET "+api.Prefix+"/namespaces/{namespace}/{resource}/{name}", s.get)
 	s.mux.HandleFunc("DELETE "+api.Prefix+"/namespaces/{namespace}/{resource}/{name}", s.delete)
-	s.handler = s.authenticate(s.mux)
+	s.handler = s.authenticate(http.HandlerFunc(s.route))
 	return s
+}
+
+// route serves r with the mux, answering a path or method the mux has no handler for in JSON, as
+// every other error is, rather than with the mux's plain text.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		s.mux.ServeHTTP(w, r) // not h: the mux's ServeHTTP is what fills in the path's {values}
+		return
+	}
+	// The mux's own answer says which it is (404 or 405) and, for 405, which methods the path has.
+	probe := &statusProbe{header: http.Header{}}
+	h.ServeHTTP(probe, r)
+	switch probe.code {
+	case http.StatusMethodNotAllowed:
+		allow := probe.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s; it takes %s", r.Method, r.URL.Path, allow))
+	case http.StatusNotFound:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no API at %s: the API is under %s (apply, and namespaces/NAMESPACE/RESOURCE[/NAME])", r.URL.Path, api.Prefix))
+	default:
+		h.ServeHTTP(w, r) // a redirect (a cleaned path, a trailing slash): the mux's answer is right
+	}
+}
+
+// statusProbe records the status and headers a handler would answer with, and drops its body.
+type statusProbe struct {
+	header http.Header
+	code   int
+}
+
+func (p *statusProbe) Header() http.Header { return p.header }
+func (p *statusProbe) WriteHeader(code int) {
+	if p.code == 0 {
+		p.code = code
+	}
+}
+func (p *statusProbe) Write(b []byte) (int, error) {
+	p.WriteHeader(http.StatusOK)
+	return len(b), nil
 }
 
 // Handle adds a handler to the API's mux (Go 1.22 pattern syntax), behind the same token.

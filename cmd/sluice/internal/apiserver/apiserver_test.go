@@ -125,6 +125,16 @@ func TestApplyGetListDelete(t *testing.T) {
 	if code := call(t, "GET", base+"/widgets", "", nil, nil, &e); code != 404 || !strings.Contains(e.Error, `unknown resource "widgets"`) {
 		t.Errorf("unknown resource: %d %q", code, e.Error)
 	}
+	// The mux's own 404 and 405 come as JSON errors too, the 405 with the methods the path takes.
+	e = api.Error{}
+	if code := call(t, "PUT", base+"/namespaces/default/services/hello", "", nil, nil, &e); code != 405 ||
+		!strings.Contains(e.Error, "method PUT is not allowed on /api/v1/namespaces/default/services/hello") || !strings.Contains(e.Error, "DELETE") {
+		t.Errorf("PUT a service: %d %q, want 405 naming the method and the allowed ones", code, e.Error)
+	}
+	e = api.Error{}
+	if code := call(t, "GET", srv.URL+"/apis/serving.knative.dev/v1/services", "", nil, nil, &e); code != 404 || !strings.Contains(e.Error, "no API at /apis/serving.knative.dev/v1/services") {
+		t.Errorf("a path outside the API: %d %q, want 404 in JSON", code, e.Error)
+	}
 	if code := call(t, "DELETE", base+"/namespaces/default/routes/hello", "", nil, nil, &e); code != 409 || !strings.Contains(e.Error, "owned by Service") {
 		t.Errorf("delete an owned route: %d %q, want 409 naming the owner", code, e.Error)
 	}

@@ -35,6 +35,9 @@ func Apply(st *State, objs []v1.Object, now time.Time) (Change, error) {
 		if err := v1.Validate(o); err != nil {
 			return Change{}, err
 		}
+		if err := checkVersion(st, o); err != nil {
+			return Change{}, err
+		}
 		var err error
 		switch o := o.(type) {
 		case *v1.Service:
@@ -59,6 +62,38 @@ func Apply(st *State, objs []v1.Object, now time.Time) (Change, error) {
 		}
 	}
 	return Change{Put: a.puts}, nil
+}
+
+// ConflictError is an object applied with a resourceVersion that is not the stored object's
+// (v1.ContentVersion): it changed, or went away, since the client read it.
+type ConflictError struct {
+	Object  string // as v1.Describe names it
+	Version string // what the client sent
+	Current string // the stored object's; "" when there is none
+}
+
+func (e *ConflictError) Error() string {
+	if e.Current == "" {
+		return fmt.Sprintf("%s: applied with resourceVersion %s, but it no longer exists: it was deleted since it was read", e.Object, e.Version)
+	}
+	return fmt.Sprintf("%s: changed since it was read (resourceVersion %s, now %s): read it again and apply the change to that, or leave resourceVersion out to overwrite", e.Object, e.Version, e.Current)
+}
+
+// checkVersion is the precondition of an object applied with a resourceVersion: the stored
+// object must still be the one the client read. Without one, the object is applied as it is.
+func checkVersion(st *State, o v1.Object) error {
+	want := o.GetResourceVersion()
+	if want == "" {
+		return nil
+	}
+	old := st.Get(RefOf(o))
+	if old == nil {
+		return &ConflictError{Object: v1.Describe(o), Version: want}
+	}
+	if have := v1.ContentVersion(old); have != want {
+		return &ConflictError{Object: v1.Describe(o), Version: want, Current: have}
+	}
+	return nil
 }
 
 type admission struct {

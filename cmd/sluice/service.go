@@ -2,14 +2,17 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/sluice-dev/sluice/cmd/sluice/internal/api"
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/apiclient"
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/traffic"
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/watch"
@@ -41,7 +44,11 @@ func newServiceUpdateCmd(g *globals) *cobra.Command {
   --tag REV=TAG           give REV (a revision name or @latest) a tag, and with it the URL
                           TAG-NAME.NAMESPACE.DOMAIN; a revision without traffic gets a 0% entry.
   --untag TAG             remove a tag. Untagging happens first, then tagging, then percents;
-                          entries left with 0% and no tag are dropped.`,
+                          entries left with 0% and no tag are dropped.
+
+The change is applied only to the Service as it was read (its resourceVersion): when another
+apply changes the Service in between, update reads it again and redoes the change on top, up to
+3 times, so neither change is lost.`,
 		Example: `  # Blue-green: everything to the first revision, then cut over to the latest
   sluice service update hello --traffic hello-00001=100
   sluice service update hello --traffic @latest=100
@@ -63,39 +70,16 @@ func newServiceUpdateCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			svc, err := c.GetService(cmd.Context(), namespace, args[0])
-			if err != nil {
-				return err
-			}
-			revs, err := c.ListRevisions(cmd.Context(), namespace)
-			if err != nil {
-				return err
-			}
-			var names []string
-			for _, r := range revs {
-				if r.Labels[v1.LabelConfiguration] == svc.Name {
-					names = append(names, r.Name)
+			// The change is applied only to the Service as it was read (its resourceVersion):
+			// when an apply lands in between, read it again and redo the change, as kn does.
+			for attempt := 1; ; attempt++ {
+				err := updateService(cmd, c, namespace, args[0], f, dryRun)
+				var conflict *api.StatusError
+				if attempt < maxUpdateAttempts && errors.As(err, &conflict) && conflict.Code == http.StatusConflict {
+					continue
 				}
-			}
-			tt, err := traffic.Compute(svc.Spec.Traffic, names, f)
-			if err != nil {
-				return fmt.Errorf("service %s/%s: %w", namespace, svc.Name, err)
-			}
-			data, err := json.Marshal(updated(svc, tt))
-			if err != nil {
-				return fmt.Errorf("encode service %s/%s: %w", namespace, svc.Name, err)
-			}
-			res, err := c.Apply(cmd.Context(), []apiclient.File{{Name: "service update " + svc.Name, Data: data}}, dryRun)
-			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			printApply(out, res)
-			if dir := svc.Annotations[watch.AnnotationSource]; dir != "" {
-				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s/%s is managed by the directory %s that sluice serve --watch applies: its next change there puts the file's traffic back; change the file to keep this\n",
-					svc.Namespace, svc.Name, dir)
-			}
-			return printTraffic(out, svc, tt)
 		},
 	}
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", v1.DefaultNamespace, "namespace")
@@ -106,16 +90,60 @@ func newServiceUpdateCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// maxUpdateAttempts bounds the read-change-apply rounds of service update when other applies
+// keep changing the Service in between (kn makes 3 too).
+const maxUpdateAttempts = 3
+
+// updateService reads Service namespace/name, computes its new traffic from f and applies it on
+// the condition that the Service is still the one read.
+func updateService(cmd *cobra.Command, c *apiclient.Client, namespace, name string, f traffic.Flags, dryRun bool) error {
+	svc, err := c.GetService(cmd.Context(), namespace, name)
+	if err != nil {
+		return err
+	}
+	revs, err := c.ListRevisions(cmd.Context(), namespace)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, r := range revs {
+		if r.Labels[v1.LabelConfiguration] == svc.Name {
+			names = append(names, r.Name)
+		}
+	}
+	tt, err := traffic.Compute(svc.Spec.Traffic, names, f)
+	if err != nil {
+		return fmt.Errorf("service %s/%s: %w", namespace, svc.Name, err)
+	}
+	data, err := json.Marshal(updated(svc, tt))
+	if err != nil {
+		return fmt.Errorf("encode service %s/%s: %w", namespace, svc.Name, err)
+	}
+	res, err := c.Apply(cmd.Context(), []apiclient.File{{Name: "service update " + svc.Name, Data: data}}, dryRun)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	printApply(out, res)
+	if dir := svc.Annotations[watch.AnnotationSource]; dir != "" {
+		fmt.Fprintf(cmd.ErrOrStderr(), "note: %s/%s is managed by the directory %s that sluice serve --watch applies: its next change there puts the file's traffic back; change the file to keep this\n",
+			svc.Namespace, svc.Name, dir)
+	}
+	return printTraffic(out, svc, tt)
+}
+
 // updated is what the user would write to get svc with traffic tt: the spec and the user's own
-// metadata, without status or what the server fills in.
+// metadata, without status or what the server fills in, but with the resourceVersion read, so
+// that the apply fails rather than overwrite a change made since.
 func updated(svc *v1.Service, tt []v1.TrafficTarget) *v1.Service {
 	out := &v1.Service{
 		TypeMeta: metav1.TypeMeta{APIVersion: v1.APIVersion, Kind: v1.KindService},
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        svc.Name,
-			Namespace:   svc.Namespace,
-			Labels:      svc.Labels,
-			Annotations: svc.Annotations,
+			Name:            svc.Name,
+			Namespace:       svc.Namespace,
+			Labels:          svc.Labels,
+			Annotations:     svc.Annotations,
+			ResourceVersion: svc.ResourceVersion,
 		},
 		Spec: svc.Spec,
 	}

@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/api"
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/manifest"
 	"github.com/sluice-dev/sluice/routing"
@@ -189,6 +191,10 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	res, err := s.store.Apply(objs, dryRun)
 	if err != nil {
 		err = sources.Attribute(err)
+		if _, ok := errors.AsType[*routing.ConflictError](err); ok {
+			writeError(w, http.StatusConflict, err.Error())
+			return
+		}
 		if _, ok := errors.AsType[*store.AdmissionError](err); ok {
 			writeError(w, http.StatusUnprocessableEntity, err.Error())
 			return
@@ -356,6 +362,10 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, ref.String()+" not found")
 		return
 	case err != nil:
+		if _, ok := errors.AsType[*routing.ConflictError](err); ok {
+			writeError(w, http.StatusConflict, err.Error())
+			return
+		}
 		if _, ok := errors.AsType[*store.AdmissionError](err); ok {
 			// routing.Delete refuses, e.g., a Route owned by a Service.
 			writeError(w, http.StatusConflict, err.Error())
@@ -390,25 +400,26 @@ func result(ref routing.Ref, action string) api.ObjectResult {
 // a client printing -o yaml should get what it could apply back.
 func typed(o v1.Object) v1.Object {
 	kind := routing.RefOf(o).Kind
+	var c v1.Object
 	switch t := o.(type) {
 	case *v1.Service:
-		c := *t
-		c.APIVersion, c.Kind = v1.APIVersion, kind
-		return &c
+		cp := *t
+		c = &cp
 	case *v1.Configuration:
-		c := *t
-		c.APIVersion, c.Kind = v1.APIVersion, kind
-		return &c
+		cp := *t
+		c = &cp
 	case *v1.Route:
-		c := *t
-		c.APIVersion, c.Kind = v1.APIVersion, kind
-		return &c
+		cp := *t
+		c = &cp
 	case *v1.Revision:
-		c := *t
-		c.APIVersion, c.Kind = v1.APIVersion, kind
-		return &c
+		cp := *t
+		c = &cp
+	default:
+		return o
 	}
-	return o
+	c.GetObjectKind().SetGroupVersionKind(schema.FromAPIVersionAndKind(v1.APIVersion, kind))
+	c.SetResourceVersion(v1.ContentVersion(o))
+	return c
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

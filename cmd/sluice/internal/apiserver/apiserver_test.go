@@ -325,3 +325,37 @@ func TestRevisionScaleIsLive(t *testing.T) {
 		t.Errorf("the live scale was written into the stored revision: %+v", stored.Status)
 	}
 }
+
+// Objects are answered with a resourceVersion; applying one back with it is a precondition
+// that fails with 409 once the object has changed, and changes nothing.
+func TestResourceVersionPrecondition(t *testing.T) {
+	srv, st := newServer(t, apiserver.Options{})
+	base := srv.URL + api.Prefix
+	if code := call(t, "POST", base+"/apply", "application/yaml", strings.NewReader(hello), nil, nil); code != 200 {
+		t.Fatalf("apply: %d", code)
+	}
+	var read v1.Service
+	if code := call(t, "GET", base+"/namespaces/default/services/hello", "", nil, nil, &read); code != 200 || read.ResourceVersion == "" {
+		t.Fatalf("get: %d, resourceVersion %q", code, read.ResourceVersion)
+	}
+	var list struct{ Items []v1.Service }
+	if code := call(t, "GET", base+"/namespaces/default/services", "", nil, nil, &list); code != 200 || len(list.Items) != 1 || list.Items[0].ResourceVersion != read.ResourceVersion {
+		t.Fatalf("list: %d, %+v; want the resourceVersion get answered", code, list.Items)
+	}
+
+	withVersion := func(rv string) io.Reader {
+		return strings.NewReader(strings.Replace(hello, "  name: hello\n", "  name: hello\n  resourceVersion: \""+rv+"\"\n  labels: {step: \""+rv+"\"}\n", 1))
+	}
+	if code := call(t, "POST", base+"/apply", "application/yaml", withVersion(read.ResourceVersion), nil, nil); code != 200 {
+		t.Fatalf("apply with the version read: %d", code)
+	}
+	changed := st.State().Services[routing.Key{Namespace: "default", Name: "hello"}]
+	var e api.Error
+	if code := call(t, "POST", base+"/apply", "application/yaml", withVersion(read.ResourceVersion), nil, &e); code != 409 ||
+		!strings.Contains(e.Error, "Service default/hello: changed since it was read") {
+		t.Errorf("apply with a stale version: %d %q, want 409 naming the object", code, e.Error)
+	}
+	if st.State().Services[routing.Key{Namespace: "default", Name: "hello"}] != changed {
+		t.Error("a refused apply changed the Service")
+	}
+}

@@ -213,6 +213,10 @@ func withoutForeign(st *routing.State, objs []v1.Object, dir string) (own []v1.O
 }
 
 func mark(o v1.Object, dir string) {
+	// The directory is what the objects must be, whatever happened since a file was written: a
+	// resourceVersion copied into it from "sluice get -o yaml" would make every later sync of
+	// the file a conflict.
+	o.SetResourceVersion("")
 	a := o.GetAnnotations()
 	if a == nil {
 		a = map[string]string{}

@@ -185,3 +185,25 @@ func TestSyncLeavesHandAppliedObjectsAlone(t *testing.T) {
 		t.Errorf("sync after removing a.yaml: pruned %v, err %v; want the hand-applied service kept", rep.Pruned, err)
 	}
 }
+
+// A file holding a resourceVersion (copied from "sluice get -o yaml") still syncs every time:
+// the directory says what the objects are, it is not a read-modify-write.
+func TestSyncIgnoresResourceVersions(t *testing.T) {
+	st := openStore(t)
+	dir := t.TempDir()
+	withVersion := func(image string) string {
+		return strings.Replace(service("a", image), "  name: a\n", "  name: a\n  resourceVersion: \"0123456789abcdef\"\n", 1)
+	}
+	for _, image := range []string{"example.com/a:v1", "example.com/a:v2"} {
+		write(t, dir, "a.yaml", withVersion(image))
+		if !strings.Contains(withVersion(image), "resourceVersion") {
+			t.Fatal("the test's file has no resourceVersion")
+		}
+		if _, err := Sync(st, dir); err != nil {
+			t.Fatalf("sync of %s: %v", image, err)
+		}
+		if got := st.State().Services[key("a")].Spec.Template.Spec.Containers[0].Image; got != image {
+			t.Errorf("image %s after the sync, want %s", got, image)
+		}
+	}
+}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"time"
 )
 
 // defaultGCPercent is the GC target sluice serve uses unless GOGC says otherwise. sluice's heap
@@ -20,21 +20,26 @@ const defaultGCPercent = 50
 const goDefaultGCPercent = 100
 
 // minGCHeadroom is the least allocation between two collections. A percent of a small live heap
-// is a few MB (Go's floor is 4 MB × GOGC/100), and the activator under load makes garbage at
-// tens of MB a second: at 50 % and a 10 MB heap it collected dozens of times a second, and
-// collection was a fifth of its CPU. Above a live heap of minGCHeadroom × 100 / percent (64 MB
-// at 50 %) the percent rules alone, so large deployments keep their memory profile.
+// is a few MB, and the activator under load makes garbage at tens of MB a second: at 50 % and a
+// 10 MB heap it collected dozens of times a second, and collection was a fifth of its CPU. Above
+// a live heap of minGCHeadroom × 100 / percent (64 MB at 50 %) the percent rules alone, so large
+// deployments keep their memory profile.
 const minGCHeadroom = 32 << 20
+
+// goHeapMinimum is the Go runtime's smallest heap goal at GOGC=100; it scales with the percent
+// (4 MB × GOGC/100), so a percent raised for a tiny heap must not raise it past live + headroom.
+const goHeapMinimum = 4 << 20
 
 // gcTuner keeps the GC percent at its base for a large heap and raises it for a small one, so
 // that a collection never comes sooner than minHeadroom bytes of allocation after the last.
 type gcTuner struct {
 	base        int
 	minHeadroom uint64
-	every       time.Duration
 	liveHeap    func() uint64 // the heap live after the last collection; 0 before the first
 	setPercent  func(int) int // debug.SetGCPercent
-	log         *slog.Logger
+	// afterGC arranges one send on ch (never blocking) after the next collection.
+	afterGC func(ch chan<- struct{})
+	log     *slog.Logger
 
 	current int // the percent last set; 0 before the first
 }
@@ -45,43 +50,71 @@ func newGCTuner(base int, log *slog.Logger) *gcTuner {
 	if _, set := os.LookupEnv("GOGC"); set {
 		return nil
 	}
-	return &gcTuner{base: base, minHeadroom: minGCHeadroom, every: time.Second, liveHeap: liveHeapBytes, setPercent: debug.SetGCPercent, log: log}
+	return &gcTuner{base: base, minHeadroom: minGCHeadroom, liveHeap: liveHeapBytes, setPercent: debug.SetGCPercent, afterGC: afterNextGC, log: log}
 }
 
 // gcPercentFor is the percent for a live heap of live bytes: base, or more when base % of live
-// is less than minHeadroom.
+// is less than minHeadroom, but never so much that the runtime's heap minimum (which grows with
+// the percent) puts the goal above live + minHeadroom.
 func gcPercentFor(base int, minHeadroom, live uint64) int {
 	if live == 0 {
 		return base // no collection yet: nothing to size against
 	}
-	return max(base, int((minHeadroom*100+live-1)/live))
+	p := (minHeadroom*100 + live - 1) / live
+	p = min(p, (live+minHeadroom)*100/goHeapMinimum)
+	return max(base, int(p))
 }
 
-// apply sets the percent for the live heap now, if it is not set already.
+// apply sets the percent for the live heap now, unless it is within a tenth of the one set:
+// the live heap drifts a little every cycle, and the goal need not follow every drift.
 func (t *gcTuner) apply() {
-	if p := gcPercentFor(t.base, t.minHeadroom, t.liveHeap()); p != t.current {
-		t.setPercent(p)
-		t.current = p
-		if t.log != nil {
-			t.log.Debug("GC percent for the live heap", "percent", p)
-		}
+	p := gcPercentFor(t.base, t.minHeadroom, t.liveHeap())
+	if t.current != 0 && p != t.base && 10*abs(p-t.current) <= t.current {
+		return
+	}
+	if p == t.current {
+		return
+	}
+	t.setPercent(p)
+	t.current = p
+	if t.log != nil {
+		t.log.Debug("GC percent for the live heap", "percent", p)
 	}
 }
 
-// run applies the percent every tick until ctx is done. Setting it takes the heap lock, not a
-// stop of the world.
+func abs(x int) int { return max(x, -x) }
+
+// run applies the percent after every collection until ctx is done: the pacer sets the next goal
+// from the percent at the end of each cycle, so a heap that just grew tenfold must get its new
+// percent at once, not a second later at ten times the goal. Setting the percent takes the heap
+// lock, not a stop of the world.
 func (t *gcTuner) run(ctx context.Context) error {
 	t.apply()
-	tick := time.NewTicker(t.every)
-	defer tick.Stop()
+	collected := make(chan struct{}, 1)
+	t.afterGC(collected)
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-tick.C:
+			return nil // a collection still armed sends into the buffer and re-arms nothing
+		case <-collected:
 			t.apply()
+			t.afterGC(collected)
 		}
 	}
+}
+
+// gcSentinel is an object only a collection frees. Not a tiny allocation (under 16 bytes,
+// pointer-free), which shares a block with others and may never be freed on its own.
+type gcSentinel struct{ _ [32]byte }
+
+// afterNextGC sends on ch once the next collection has freed a fresh sentinel.
+func afterNextGC(ch chan<- struct{}) {
+	runtime.AddCleanup(new(gcSentinel), func(ch chan<- struct{}) {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}, ch)
 }
 
 // liveHeapBytes reads the live heap as of the last collection.

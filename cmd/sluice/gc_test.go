@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -18,7 +19,8 @@ func TestGCPercentFor(t *testing.T) {
 	}{
 		{"no collection yet", 50, 0, 50},
 		{"small heap: 32 MB of headroom", 50, 8 * mb, 400},
-		{"rounds up, never under the headroom", 50, 3 * mb, 1067},
+		{"rounds up, never under the headroom", 50, 6 * mb, 534},
+		{"tiny heap: the runtime's minimum, which grows with the percent, stays under live + 32 MB", 50, 3 * mb, 875},
 		{"at the crossover", 50, 64 * mb, 50},
 		{"large heap: the base", 50, 157 * mb, 50},
 		{"Go's default base", 100, 16 * mb, 200},
@@ -29,41 +31,46 @@ func TestGCPercentFor(t *testing.T) {
 			if got != c.want {
 				t.Errorf("gcPercentFor(%d, 32 MB, %d MB) = %d, want %d", c.base, c.live/mb, got, c.want)
 			}
-			if c.live > 0 && uint64(got)*c.live/100 < 32*mb && got != c.base {
-				t.Errorf("percent %d leaves %d MB of headroom, under 32 MB", got, uint64(got)*c.live/100/mb)
+			// The runtime's goal: the larger of live × (1 + p/100) and 4 MB × p/100.
+			goal := max(c.live*uint64(100+got)/100, goHeapMinimum*uint64(got)/100)
+			// Over live + 32 MB by at most the one percent point that rounding up may add.
+			if c.live > 0 && got != c.base && goal > c.live+32*mb+c.live/100 {
+				t.Errorf("percent %d: heap goal %.1f MB, over live + 32 MB", got, float64(goal)/mb)
 			}
 		})
 	}
 }
 
-// The tuner sets the percent before it runs, follows the live heap, sets nothing when nothing
-// changed, and stops with its context.
+// The tuner sets the percent before it runs and after every collection, following the live
+// heap, but not for a drift of less than a tenth; it stops with its context.
 func TestGCTunerFollowsTheLiveHeap(t *testing.T) {
 	const mb = 1 << 20
 	var mu sync.Mutex
 	live := uint64(0)
 	var set []int
-	changed := make(chan struct{}, 16)
+	armed := make(chan chan<- struct{}, 1)
 	tuner := &gcTuner{
-		base: 50, minHeadroom: 32 * mb, every: time.Millisecond,
+		base: 50, minHeadroom: 32 * mb,
 		liveHeap:   func() uint64 { mu.Lock(); defer mu.Unlock(); return live },
-		setPercent: func(p int) int { mu.Lock(); set = append(set, p); mu.Unlock(); changed <- struct{}{}; return 0 },
+		setPercent: func(p int) int { mu.Lock(); set = append(set, p); mu.Unlock(); return 0 },
+		afterGC:    func(ch chan<- struct{}) { armed <- ch },
 	}
 	tuner.apply()
-	<-changed
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- tuner.run(ctx) }()
 
-	mu.Lock()
-	live = 16 * mb
-	mu.Unlock()
-	<-changed
-	mu.Lock()
-	live = 200 * mb
-	mu.Unlock()
-	<-changed
-	time.Sleep(20 * time.Millisecond) // ticks with no change in between
+	collect := func(heap uint64) {
+		ch := <-armed // the tuner applied and re-armed: a collection may come
+		mu.Lock()
+		live = heap
+		mu.Unlock()
+		ch <- struct{}{}
+	}
+	collect(16 * mb)  // 200 %
+	collect(17 * mb)  // 189 %: within a tenth, left at 200
+	collect(200 * mb) // the base
+	<-armed
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("run: %v", err)
@@ -73,4 +80,20 @@ func TestGCTunerFollowsTheLiveHeap(t *testing.T) {
 	if want := []int{50, 200, 50}; !slices.Equal(set, want) {
 		t.Errorf("percents set = %v, want %v", set, want)
 	}
+}
+
+// afterNextGC's signal comes from a real collection.
+func TestAfterNextGCFires(t *testing.T) {
+	ch := make(chan struct{}, 1)
+	afterNextGC(ch)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		runtime.GC()
+		select {
+		case <-ch:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatal("no signal after collections for 30s")
 }

@@ -35,7 +35,7 @@ func Apply(st *State, objs []v1.Object, now time.Time) (Change, error) {
 		if err := v1.Validate(o); err != nil {
 			return Change{}, err
 		}
-		if err := checkVersion(st, o); err != nil {
+		if err := a.checkVersion(o); err != nil {
 			return Change{}, err
 		}
 		var err error
@@ -74,19 +74,26 @@ type ConflictError struct {
 
 func (e *ConflictError) Error() string {
 	if e.Current == "" {
-		return fmt.Sprintf("%s: applied with resourceVersion %s, but it no longer exists: it was deleted since it was read", e.Object, e.Version)
+		return fmt.Sprintf("%s: applied with resourceVersion %s, but it does not exist (deleted since it was read?): leave resourceVersion out to create it", e.Object, e.Version)
 	}
 	return fmt.Sprintf("%s: changed since it was read (resourceVersion %s, now %s): read it again and apply the change to that, or leave resourceVersion out to overwrite", e.Object, e.Version, e.Current)
 }
 
-// checkVersion is the precondition of an object applied with a resourceVersion: the stored
-// object must still be the one the client read. Without one, the object is applied as it is.
-func checkVersion(st *State, o v1.Object) error {
+// checkVersion is the precondition of an object applied with a resourceVersion sluice issued:
+// the object, as this call has admitted it so far, must still be the one the client read.
+// Without one the object is applied as it is. A resourceVersion sluice never issues (a
+// Kubernetes counter in YAML exported from a cluster) is no precondition here, as it was none
+// before sluice had them.
+func (a *admission) checkVersion(o v1.Object) error {
 	want := o.GetResourceVersion()
-	if want == "" {
+	if !v1.IsContentVersion(want) {
 		return nil
 	}
-	old := st.Get(RefOf(o))
+	ref := RefOf(o)
+	old := a.over.Get(ref)
+	if old == nil {
+		old = a.base.Get(ref)
+	}
 	if old == nil {
 		return &ConflictError{Object: v1.Describe(o), Version: want}
 	}

@@ -45,13 +45,38 @@ func TestApplyResourceVersionPrecondition(t *testing.T) {
 
 	// Gone since it was read.
 	_, err = Apply(NewState(), withVersion(svcYAML("", "c", ""), version), t0)
-	if _, ok := errors.AsType[*ConflictError](err); !ok || !strings.Contains(err.Error(), "no longer exists") {
+	if _, ok := errors.AsType[*ConflictError](err); !ok || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("apply with a resourceVersion of a deleted object: %v", err)
 	}
 
-	// Without a version the apply overwrites.
+	// Without a version the apply overwrites, and so it does with one sluice never issues (a
+	// Kubernetes counter, in YAML exported from a cluster).
 	if _, err := Apply(changed, decode(t, svcYAML("", "c", "")), t0); err != nil {
 		t.Errorf("apply without a resourceVersion: %v", err)
+	}
+	if _, err := Apply(changed, withVersion(svcYAML("", "c", ""), "48213"), t0); err != nil {
+		t.Errorf("apply with a Kubernetes resourceVersion: %v", err)
+	}
+
+	// The same object twice in one call, both read at the same version: the second was read
+	// before the first changed it.
+	twice := append(withVersion(svcYAML("", "b", ""), version), withVersion(svcYAML("", "c", ""), version)...)
+	if _, err := Apply(st, twice, t0); err == nil {
+		t.Error("two changes of one read in one call: both applied")
+	} else if _, ok := errors.AsType[*ConflictError](err); !ok {
+		t.Errorf("two changes of one read in one call: %v, want a ConflictError", err)
+	}
+}
+
+func TestIsContentVersion(t *testing.T) {
+	st := apply(t, NewState(), decode(t, svcYAML("", "a", "")))
+	if rv := v1.ContentVersion(st.Services[Key{"default", "hello"}]); !v1.IsContentVersion(rv) {
+		t.Errorf("ContentVersion %q is not recognised as one", rv)
+	}
+	for _, rv := range []string{"", "48213", "0123456789ABCDEF", "0123456789abcdeg", "0123456789abcdef0"} {
+		if v1.IsContentVersion(rv) {
+			t.Errorf("IsContentVersion(%q) = true", rv)
+		}
 	}
 }
 

@@ -38,3 +38,16 @@ func ContentVersion(o Object) string {
 	}
 	return fmt.Sprintf("%016x", h.Sum64())
 }
+
+// IsContentVersion says whether rv has the form ContentVersion gives: 16 lowercase hex digits.
+func IsContentVersion(rv string) bool {
+	if len(rv) != 16 {
+		return false
+	}
+	for _, c := range rv {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}

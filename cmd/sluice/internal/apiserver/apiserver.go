@@ -88,7 +88,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", allow)
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s; it takes %s", r.Method, r.URL.Path, allow))
 	case http.StatusNotFound:
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no API at %s: the API is under %s (apply, and namespaces/NAMESPACE/RESOURCE[/NAME])", r.URL.Path, api.Prefix))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no API at %s: the API's paths are %s/apply and %s/[namespaces/NAMESPACE/]RESOURCE[/NAME]", r.URL.Path, api.Prefix, api.Prefix))
 	default:
 		h.ServeHTTP(w, r) // a redirect (a cleaned path, a trailing slash): the mux's answer is right
 	}
@@ -362,10 +362,6 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, ref.String()+" not found")
 		return
 	case err != nil:
-		if _, ok := errors.AsType[*routing.ConflictError](err); ok {
-			writeError(w, http.StatusConflict, err.Error())
-			return
-		}
 		if _, ok := errors.AsType[*store.AdmissionError](err); ok {
 			// routing.Delete refuses, e.g., a Route owned by a Service.
 			writeError(w, http.StatusConflict, err.Error())

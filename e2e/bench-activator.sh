@@ -46,13 +46,52 @@ aa=${AA:-1}
 goproxy=${GOPROXY:-1}
 relay=${RELAY:-1}
 layout=${LAYOUT:-both}
-cores=$(nproc)
 case $layout in
   shared | both | split) ;;
   *) echo "bench-activator: LAYOUT=$layout: want shared, split or both" >&2; exit 2 ;;
 esac
-if [[ $layout != shared ]] && ((cores < 2)); then
-  echo "bench-activator: LAYOUT=$layout needs 2 cores or more to split; this machine has $cores (use LAYOUT=shared)" >&2; exit 2
+# The CPUs this script may use (inside a cpuset they need not start at 0), one per line.
+allowed_cpus() {
+  local part
+  for part in $(taskset -pc $$ | sed 's/.*: //; s/,/ /g'); do
+    if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
+  done
+}
+mapfile -t cpus < <(allowed_cpus)
+cores=${#cpus[@]}
+all_cpus=$(IFS=,; echo "${cpus[*]}")
+# For the split layout: low and high, the CPUs of the first and of the second half of the
+# physical cores (lscpu's CORE), so that no proxy shares a core, through hyperthread siblings,
+# with the load generator or the backend. With one physical core the CPUs themselves are split.
+split_cpus() {
+  local -A core_of=()
+  local cpu core i
+  if command -v lscpu > /dev/null; then
+    while IFS=, read -r cpu core; do core_of[$cpu]=$core; done < <(lscpu -p=CPU,CORE | grep -v '^#')
+  fi
+  local -a phys
+  mapfile -t phys < <(for cpu in "${cpus[@]}"; do echo "${core_of[$cpu]:-cpu$cpu}"; done | sort -V -u)
+  local -A lower=()
+  split_note=""
+  if ((${#phys[@]} >= 2)); then
+    for ((i = 0; i < ${#phys[@]} / 2; i++)); do lower[${phys[$i]}]=1; done
+  else
+    split_note=" (one physical core: the halves are hyperthread siblings)"
+  fi
+  low="" high=""
+  for ((i = 0; i < cores; i++)); do
+    cpu=${cpus[$i]}
+    core=${core_of[$cpu]:-cpu$cpu}
+    if [[ -n ${lower[$core]:-} ]] || { [[ -n $split_note ]] && ((i < cores / 2)); }; then
+      low+=${low:+,}$cpu
+    else
+      high+=${high:+,}$cpu
+    fi
+  done
+}
+if [[ $layout != shared ]]; then
+  ((cores >= 2)) || { echo "bench-activator: LAYOUT=$layout needs 2 CPUs or more to split; this script may use $cores (use LAYOUT=shared)" >&2; exit 2; }
+  split_cpus
 fi
 base=${BASE_PORT:-19470}
 api=127.0.0.1:$base
@@ -176,10 +215,10 @@ kill -0 "$pid" 2> /dev/null || die "hello-00001's instance (pid $pid) is not run
 [ "$(listening hello-00001 | wc -l)" = 1 ] || die "hello-00001 has had more than one instance: $(listening hello-00001)"
 echo "== backend: hello-00001's instance, pid $pid, port $backend_port; activator at $activator_addr"
 
-echo "== nginx: worker_processes $nginx_workers, keep-alive upstream 127.0.0.1:$backend_port, listening on 127.0.0.1:$nginx_port"
-mkdir -p "$work/nginx/tmp"
-cat > "$work/nginx/nginx.conf" << EOF
-worker_processes $nginx_workers;
+# nginx_conf WORKERS: the config, with WORKERS worker processes.
+nginx_conf() {
+  cat > "$work/nginx/nginx.conf" << EOF
+worker_processes $1;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log warn;
 events { worker_connections 4096; }
@@ -206,13 +245,18 @@ http {
   }
 }
 EOF
+}
+# nginx_workers_of: the master and its workers, comma-separated: the workers do the proxying, the
+# master's share is near zero.
+nginx_workers_of() { local w; w=$(pgrep -d, -P "$nginx_pid" || true); echo "$nginx_pid${w:+,$w}"; }
+echo "== nginx: worker_processes $nginx_workers, keep-alive upstream 127.0.0.1:$backend_port, listening on 127.0.0.1:$nginx_port"
+mkdir -p "$work/nginx/tmp"
+nginx_conf "$nginx_workers"
 nginx -t -q -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf"
 nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
 nginx_pid=$!; pids+=($nginx_pid)
 wait_http "http://127.0.0.1:$nginx_port/" || { cat "$work/nginx/error.log"; die "nginx did not start"; }
-# The master and its workers: the workers do the proxying, the master's share is near zero.
-nginx_pids=$(pgrep -d, -P "$nginx_pid" || true)
-nginx_pids=$nginx_pid${nginx_pids:+,$nginx_pids}
+nginx_pids=$(nginx_workers_of)
 
 if [ "$goproxy" = 1 ]; then
   "$work/loadgen" proxy -listen "127.0.0.1:$goproxy_port" -upstream "http://127.0.0.1:$backend_port" &
@@ -225,44 +269,56 @@ if [ "$relay" = 1 ]; then
   wait_http "http://127.0.0.1:$relay_port/" || die "tcp-relay did not start"
 fi
 
-echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(uname -r), $(go version | cut -d' ' -f3), $(nginx -v 2>&1 | sed 's/.*: //')"
+echo "== machine: $cores CPUs ($all_cpus), load average $(cut -d' ' -f1-3 /proc/loadavg), $(uname -r), $(go version | cut -d' ' -f3), $(nginx -v 2>&1 | sed 's/.*: //')"
 # Others share these cores: say who, so the numbers can be read against it.
 echo "   busiest other processes (%CPU since they started):"
 ps -eo pid=,pcpu=,comm= --sort=-pcpu | awk -v self=$$ '$1 != self && NR <= 6 {printf "     %s\n", $0}'
-# CPU per request: serve's share includes its control plane and autoscaler, idle but for the
-# activator's once-a-second load reports.
-args=(-backend-pid "$pid"
-  -target "direct=http://127.0.0.1:$backend_port/"
-  -target "activator=http://$activator_addr/" -pid "activator=$serve_pid"
-  -H 'activator:Knative-Serving-Namespace: default' -H 'activator:Knative-Serving-Revision: hello-00001'
-  -target "nginx=http://127.0.0.1:$nginx_port/" -pid "nginx=$nginx_pids")
-[ "$goproxy" = 1 ] && args+=(-target "go-proxy=http://127.0.0.1:$goproxy_port/" -pid "go-proxy=$goproxy_pid")
-[ "$relay" = 1 ] && args+=(-target "tcp-relay=http://127.0.0.1:$relay_port/" -pid "tcp-relay=$relay_pid")
-[ "$aa" = 1 ] && args+=(-target "direct-2=http://127.0.0.1:$backend_port/")
 status=0
 # bench [CMD...]: the rounds, with the load generator started through CMD (taskset) if given.
+# CPU per request: serve's share includes its control plane and autoscaler, idle but for the
+# activator's once-a-second load reports.
 bench() {
+  local args=(-backend-pid "$pid"
+    -target "direct=http://127.0.0.1:$backend_port/"
+    -target "activator=http://$activator_addr/" -pid "activator=$serve_pid"
+    -H 'activator:Knative-Serving-Namespace: default' -H 'activator:Knative-Serving-Revision: hello-00001'
+    -target "nginx=http://127.0.0.1:$nginx_port/" -pid "nginx=$nginx_pids")
+  [ "$goproxy" = 1 ] && args+=(-target "go-proxy=http://127.0.0.1:$goproxy_port/" -pid "go-proxy=$goproxy_pid")
+  [ "$relay" = 1 ] && args+=(-target "tcp-relay=http://127.0.0.1:$relay_port/" -pid "tcp-relay=$relay_pid")
+  [ "$aa" = 1 ] && args+=(-target "direct-2=http://127.0.0.1:$backend_port/")
   "$@" "$work/loadgen" bench "${args[@]}" -baseline direct -goal-target activator \
     -c "$conc" -d "$duration" -warmup "$warmup" -rounds "$rounds" -expect 'Hello bench!' || status=$?
 }
 # pin CPUS PID...: every thread of each process onto CPUS.
 pin() { local cpus=$1; shift; for p in "$@"; do taskset -a -p -c "$cpus" "$p" > /dev/null; done; }
-proxies=("$serve_pid" ${nginx_pids//,/ } ${goproxy_pid:-} ${relay_pid:-})
 if [[ $layout == shared || $layout == both ]]; then
-  echo "== layout shared: the load generator, the proxy and the backend on all $cores cores"
+  echo "== layout shared: the load generator, the proxy and the backend on all $cores CPUs"
   bench
 fi
 if [[ $layout == split || $layout == both ]]; then
   # The proxies on the upper half of the cores, the load generator and the backend on the lower
   # half, for every target alike: the proxy under test gets cores of its own, as an activator
-  # does in production, and takes no CPU from the load generator or the backend.
-  low=0-$((cores / 2 - 1)) high=$((cores / 2))-$((cores - 1))
-  echo "== layout split: the proxies on CPUs $high, the load generator and the backend on CPUs $low"
-  pin "$high" "${proxies[@]}"
+  # does in production, and takes no CPU from the load generator or the backend. Direct gets the
+  # lower half only, so the ratios are against what the load generator and the backend can do
+  # there. The Go processes follow their new CPU count (GOMAXPROCS tracks affinity); nginx is
+  # reloaded with one worker per CPU of its half, as "auto" gives it on all of them.
+  high_n=$(tr ',' '\n' <<< "$high" | wc -l)
+  if [[ $nginx_workers == auto ]]; then
+    nginx_conf "$high_n"
+    nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" -s reload
+    deadline=$((SECONDS + 30))
+    until [ "$(pgrep -c -P "$nginx_pid" || true)" = "$high_n" ]; do
+      ((SECONDS < deadline)) || die "nginx did not settle at $high_n workers after its reload"
+      sleep 0.1
+    done
+    nginx_pids=$(nginx_workers_of)
+  fi
+  echo "== layout split: the proxies on CPUs $high, the load generator and the backend on CPUs $low$split_note"
+  pin "$high" "$serve_pid" ${nginx_pids//,/ } ${goproxy_pid:-} ${relay_pid:-}
   pin "$low" "$pid"
   bench taskset -c "$low"
   # Instances started from here on (the cold-start samples) inherit serve's CPUs: give all back.
-  pin "0-$((cores - 1))" "${proxies[@]}" "$pid"
+  pin "$all_cpus" "$serve_pid" ${nginx_pids//,/ } ${goproxy_pid:-} ${relay_pid:-} "$pid"
 fi
 # The activator must have proxied to the instance measured direct, not to one started meanwhile.
 [ "$(listening hello-00001 | wc -l)" = 1 ] || die "hello-00001 gained instances during the run: $(listening hello-00001)"

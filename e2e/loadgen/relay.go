@@ -26,6 +26,8 @@ type relay struct {
 // serveRelay relays connections accepted on ln until ctx is done, then closes every connection
 // and returns once all of them are closed.
 func serveRelay(ctx context.Context, ln net.Listener, upstream string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	r := &relay{upstream: upstream, conns: map[net.Conn]struct{}{}}
 	stop := context.AfterFunc(ctx, func() {
 		ln.Close()
@@ -44,8 +46,10 @@ func serveRelay(ctx context.Context, ln net.Listener, upstream string) error {
 		}
 		r.wg.Go(func() { r.serve(ctx, c) })
 	}
+	stopped := ctx.Err() != nil
+	cancel() // an accept that failed on its own ends the relay too: close what is open
 	r.wg.Wait()
-	if ctx.Err() != nil {
+	if stopped {
 		return nil
 	}
 	return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
@@ -75,7 +79,7 @@ func (r *relay) serve(ctx context.Context, client net.Conn) {
 		return
 	}
 	defer r.forget(client)
-	up, err := net.DialTimeout("tcp", r.upstream, 5*time.Second)
+	up, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", r.upstream)
 	if err != nil {
 		return
 	}

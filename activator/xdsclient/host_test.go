@@ -4,7 +4,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -127,47 +126,13 @@ func TestHostRejectsWhatItCannotRead(t *testing.T) {
 }
 
 // routeState is a RouteSink that keeps what it was told.
-type routeState struct {
-	mu      sync.Mutex
-	hosts   map[string]routes.Host
-	changed chan struct{}
-}
+// routeState is a RouteSink that records what the client delivered.
+type routeState struct{ *keyed[routes.Host] }
 
-func newRouteState() *routeState {
-	return &routeState{hosts: map[string]routes.Host{}, changed: make(chan struct{})}
-}
+func newRouteState() *routeState { return &routeState{newKeyed[routes.Host]()} }
 
 func (s *routeState) UpdateRoutes(put []routes.Host, removed []string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, name := range removed {
-		delete(s.hosts, name)
-	}
-	for _, h := range put {
-		s.hosts[h.Name] = h
-	}
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
-
-func (s *routeState) waitFor(t *testing.T, what string, cond func(map[string]routes.Host) bool) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		s.mu.Lock()
-		ok, ch := cond(s.hosts), s.changed
-		s.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			t.Fatalf("waiting for %s; routes %+v", what, s.hosts)
-		}
-	}
+	s.update(put, func(h routes.Host) string { return h.Name }, removed)
 }
 
 // muxCache serves load assignments and route configurations, as sluice's server does to activators.
@@ -225,9 +190,7 @@ func TestSubscribesToHostsRoutesByName(t *testing.T) {
 	// A host asked for that appears later arrives too.
 	rds.UpdateResource("nope.default.example.com", hostRC("nope.default.example.com", nil, "default/nope-00001"))
 	hosts.waitFor(t, "the late host", func(m map[string]routes.Host) bool { _, ok := m["nope.default.example.com"]; return ok })
-	hosts.mu.Lock()
-	_, other := hosts.hosts["other.default.example.com"]
-	hosts.mu.Unlock()
+	_, other := hosts.get("other.default.example.com")
 	if other {
 		t.Fatal("got the route of a host never subscribed to")
 	}
@@ -262,9 +225,8 @@ func TestNacksAnUnreadableRouteAndKeepsTheLastGood(t *testing.T) {
 	cp.waitRequest(t, "NACKing the route", func(r *discoveryv3.DeltaDiscoveryRequest) bool {
 		return r.GetTypeUrl() == RouteTypeURL && strings.Contains(r.GetErrorDetail().GetMessage(), "/admin")
 	})
-	hosts.mu.Lock()
-	got := hosts.hosts["hello"].Routes[0].Targets[0].Cluster
-	hosts.mu.Unlock()
+	hello, _ := hosts.get("hello")
+	got := hello.Routes[0].Targets[0].Cluster
 	if got != "default/hello-00001" {
 		t.Fatalf("after a NACK, hello goes to %s, want the last good default/hello-00001", got)
 	}

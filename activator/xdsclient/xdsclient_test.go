@@ -22,50 +22,13 @@ import (
 )
 
 // state is a Sink that keeps what it was told, for tests to wait on.
-type state struct {
-	mu      sync.Mutex
-	revs    map[string]instances.Revision
-	updates int
-	changed chan struct{}
-}
+// state is a Sink that records what the client delivered.
+type state struct{ *keyed[instances.Revision] }
 
-func newState() *state {
-	return &state{revs: map[string]instances.Revision{}, changed: make(chan struct{})}
-}
+func newState() *state { return &state{newKeyed[instances.Revision]()} }
 
 func (s *state) Update(put []instances.Revision, removed []string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, name := range removed {
-		delete(s.revs, name)
-	}
-	for _, r := range put {
-		s.revs[r.Name] = r
-	}
-	s.updates++
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
-
-// waitFor waits until cond holds of the state; the deadline only stops a hang.
-func (s *state) waitFor(t *testing.T, what string, cond func(map[string]instances.Revision) bool) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		s.mu.Lock()
-		ok, ch := cond(s.revs), s.changed
-		s.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			t.Fatalf("waiting for %s; state %+v", what, s.revs)
-		}
-	}
+	s.update(put, func(r instances.Revision) string { return r.Name }, removed)
 }
 
 func cla(name string, cc, timeout float64, proto string, addrs ...string) *endpointv3.ClusterLoadAssignment {
@@ -211,9 +174,8 @@ func TestNacksUnusableResourcesAndKeepsTheLastGood(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	s.mu.Lock()
-	got := s.revs["default/a-00001"].Addrs
-	s.mu.Unlock()
+	a, _ := s.get("default/a-00001")
+	got := a.Addrs
 	if len(got) != 1 || got[0] != "10.0.0.1:8080" {
 		t.Fatalf("after a NACK, a's instances = %v, want the last good [10.0.0.1:8080]", got)
 	}

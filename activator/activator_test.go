@@ -34,7 +34,22 @@ type serving struct {
 	done chan error
 }
 
+// serve starts an Activator for the test and stops it, checking Serve's error, when the test ends.
 func serve(t *testing.T, opts Options) *serving {
+	t.Helper()
+	s, cancel := startServing(t, opts)
+	t.Cleanup(func() {
+		cancel()
+		if err := <-s.done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return s
+}
+
+// startServing starts an Activator; Serve's error comes on done once cancel or a Shutdown
+// stops it, and the caller reads it.
+func startServing(t *testing.T, opts Options) (*serving, context.CancelFunc) {
 	t.Helper()
 	a, err := New(opts)
 	if err != nil {
@@ -47,13 +62,7 @@ func serve(t *testing.T, opts Options) *serving {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &serving{Activator: a, url: "http://" + ln.Addr().String(), addr: ln.Addr().String(), done: make(chan error, 1)}
 	go func() { s.done <- a.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-s.done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return s
+	return s, cancel
 }
 
 func backendAddr(t *testing.T, h http.Handler) string {
@@ -380,21 +389,14 @@ func TestGRPCThroughH2C(t *testing.T) {
 }
 
 func TestShutdownDrainsQueuedRequests(t *testing.T) {
-	a, err := New(Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(context.Background(), ln) }()
+	s, cancel := startServing(t, Options{})
+	defer cancel()
+	a, addr, served := s.Activator, s.addr, s.done
 	a.Update([]instances.Revision{{Name: "default/d-00001"}}, nil)
 
 	got := make(chan int, 1)
 	go func() {
-		resp, _ := get(t, "http://"+ln.Addr().String(), "default", "d-00001")
+		resp, _ := get(t, "http://"+addr, "default", "d-00001")
 		got <- resp.StatusCode
 	}()
 	waitFor(t, func() bool { return queued(a, "default/d-00001") == 1 })
@@ -403,7 +405,7 @@ func TestShutdownDrainsQueuedRequests(t *testing.T) {
 	go func() { shut <- a.Shutdown(context.Background()) }()
 	// Draining: no new connections.
 	waitFor(t, func() bool {
-		c, err := net.Dial("tcp", ln.Addr().String())
+		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
 		}
@@ -427,20 +429,13 @@ func TestShutdownDrainsQueuedRequests(t *testing.T) {
 }
 
 func TestDrainTimeoutBoundsShutdown(t *testing.T) {
-	a, err := New(Options{DrainTimeout: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(context.Background(), ln) }()
+	s, cancel := startServing(t, Options{DrainTimeout: time.Millisecond})
+	defer cancel()
+	a, addr, served := s.Activator, s.addr, s.done
 	a.Update([]instances.Revision{{Name: "default/d-00001"}}, nil)
 	failed := make(chan error, 1)
 	go func() {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String(), nil)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr, nil)
 		req.Header.Set(HeaderNamespace, "default")
 		req.Header.Set(HeaderRevision, "d-00001")
 		resp, err := http.DefaultClient.Do(req)

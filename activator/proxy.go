@@ -66,7 +66,7 @@ func (a *Activator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			a.refuse(w, r, key, spec, err)
 			return
 		}
-		at := &attempt{addr: b.addr, mayRetry: n < a.opts.MaxAttempts}
+		at := &attempt{revision: key, timeout: spec.Timeout, addr: b.addr, mayRetry: n < a.opts.MaxAttempts}
 		a.forward(ctx, w, r, spec.Protocol, at, func() { rev.release(b) })
 		if !at.retry {
 			ok = at.status != 0 && at.status < 500
@@ -151,9 +151,8 @@ func (a *Activator) refuse(w http.ResponseWriter, r *http.Request, key string, s
 	case errors.Is(err, errQueueTimeout):
 		msg = fmt.Sprintf("activator: no instance of %s was free within %s", key, a.lim.wait)
 	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
-		status = http.StatusGatewayTimeout
-		err = errRevisionTimeout
-		msg = fmt.Sprintf("activator: timeout of %s (%s) exceeded", key, spec.Timeout)
+		revisionTimedOut(w, key, spec.Timeout)
+		return
 	default:
 		return // the client went away: nobody to answer
 	}
@@ -162,6 +161,13 @@ func (a *Activator) refuse(w http.ResponseWriter, r *http.Request, key string, s
 }
 
 var errRevisionTimeout = errors.New("revision-timeout")
+
+// revisionTimedOut answers a request that outlived its revision's timeoutSeconds, whether it
+// was still queued or already at an instance.
+func revisionTimedOut(w http.ResponseWriter, key string, timeout time.Duration) {
+	w.Header().Set(HeaderRefused, errRevisionTimeout.Error())
+	http.Error(w, fmt.Sprintf("activator: timeout of %s (%s) exceeded", key, timeout), http.StatusGatewayTimeout)
+}
 
 // requestSize is what a queued request counts against the byte bound: its request line and
 // headers, and the body it declares. A chunked body counts nothing: it is not read while queued.
@@ -180,6 +186,8 @@ func requestSize(r *http.Request) int64 {
 
 // attempt is one try of a request on one instance, shared with the reverse proxy's hooks.
 type attempt struct {
+	revision string        // "namespace/name"
+	timeout  time.Duration // the revision's timeoutSeconds
 	addr     string
 	mayRetry bool
 	bodyRead bool
@@ -303,8 +311,7 @@ func (p *proxy) fail(ctx context.Context, w http.ResponseWriter, at *attempt, er
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
-		w.Header().Set(HeaderRefused, errRevisionTimeout.Error())
-		http.Error(w, "activator: revision timeout exceeded", http.StatusGatewayTimeout)
+		revisionTimedOut(w, at.revision, at.timeout)
 		at.status = http.StatusGatewayTimeout
 	case errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
 		// The client went away; nobody reads an answer.

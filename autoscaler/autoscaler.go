@@ -53,6 +53,10 @@ type Instances struct {
 	Endpoints []routing.Endpoint
 	// Failure says why instances do not become ready (an exit code, a failing probe); "" if none.
 	Failure string
+	// Restarts counts the restarts of the current instances after they crashed; LastCrash says
+	// how the latest such crash ended ("instance NAME exit status 1: ..."), "" if none.
+	Restarts  int
+	LastCrash string
 }
 
 // Metrics are the load the autoscaler decides on: metrics.Collector, fed by the LRS server.
@@ -90,6 +94,8 @@ type Status struct {
 	Desired, Actual, Ready int32
 	Mode                   string // "serve" or "proxy"
 	Reason                 string
+	Restarts               int32  // Instances.Restarts
+	LastCrash              string // Instances.LastCrash
 }
 
 // Autoscaler owns the scale of every revision that has a Scaler-runnable template.
@@ -513,6 +519,7 @@ func (a *Autoscaler) Status(key routing.Key) (s Status, ok bool) {
 	a.mu.Unlock()
 	inst := a.scaler.Instances(key)
 	s.Actual, s.Ready = int32(inst.Actual), int32(inst.Ready)
+	s.Restarts, s.LastCrash = int32(inst.Restarts), inst.LastCrash
 	if inst.Failure != "" {
 		s.Reason += "; " + inst.Failure
 	}

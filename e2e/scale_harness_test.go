@@ -117,6 +117,8 @@ spec:
 type revScale struct {
 	Desired, Actual, Ready int32
 	Mode, Reason           string
+	Restarts               int32
+	LastCrash              string
 	Known                  bool // the autoscaler reports a scale for the revision
 }
 
@@ -124,7 +126,7 @@ func (r revScale) String() string {
 	if !r.Known {
 		return "no scale reported"
 	}
-	return fmt.Sprintf("desired=%d actual=%d ready=%d mode=%s reason=%q", r.Desired, r.Actual, r.Ready, r.Mode, r.Reason)
+	return fmt.Sprintf("desired=%d actual=%d ready=%d restarts=%d mode=%s reason=%q lastCrash=%q", r.Desired, r.Actual, r.Ready, r.Restarts, r.Mode, r.Reason, r.LastCrash)
 }
 
 // revisionScale reads the revision from the API (not the CLI: it is polled).
@@ -144,6 +146,8 @@ func (e *scaleEnv) revisionScale(name string) (revScale, error) {
 				ReadyReplicas int32  `json:"readyReplicas"`
 				Mode          string `json:"mode"`
 				Reason        string `json:"reason"`
+				Restarts      int32  `json:"restarts"`
+				LastCrash     string `json:"lastCrash"`
 			} `json:"scale"`
 		} `json:"status"`
 	}
@@ -154,7 +158,8 @@ func (e *scaleEnv) revisionScale(name string) (revScale, error) {
 	if st.Scale == nil {
 		return revScale{}, nil
 	}
-	out := revScale{Ready: st.Scale.ReadyReplicas, Mode: st.Scale.Mode, Reason: st.Scale.Reason, Known: true}
+	out := revScale{Ready: st.Scale.ReadyReplicas, Mode: st.Scale.Mode, Reason: st.Scale.Reason,
+		Restarts: st.Scale.Restarts, LastCrash: st.Scale.LastCrash, Known: true}
 	if st.DesiredReplicas != nil {
 		out.Desired = *st.DesiredReplicas
 	}

@@ -347,6 +347,10 @@ func TestScaleCrashedInstanceRestarted(t *testing.T) {
 	sc := e.waitScale(t, scaledRevision, "back at two ready instances", func(sc revScale) bool {
 		return sc.Ready == 2 && sc.Actual == 2
 	})
+	// Ready again, the revision still says what happened: the restart and how the process ended.
+	if sc.Restarts != 1 || !strings.Contains(sc.LastCrash, victim.name) || !strings.Contains(sc.LastCrash, "killed") {
+		t.Errorf("after the restart: %s; want restarts=1 and a lastCrash naming %s and the SIGKILL", sc, victim.name)
+	}
 	waitFor(t, waitTimeout, "the restarted instance to answer", func() (bool, string) {
 		_, by, _ := load.snapshot()
 		return by[restarted.addr] > 0, by.String()

@@ -140,7 +140,7 @@ func printTable(w io.Writer, resource string, items []json.RawMessage, withNames
 		"services":       "NAME\tURL\tLATESTCREATED\tLATESTREADY\tREADY\tREASON",
 		"configurations": "NAME\tLATESTCREATED\tLATESTREADY\tREADY\tREASON",
 		"routes":         "NAME\tURL\tREADY\tREASON",
-		"revisions":      "NAME\tCONFIG NAME\tGENERATION\tREADY\tREASON\tDESIRED\tACTUAL\tINSTANCES READY\tMODE\tSCALE REASON",
+		"revisions":      "NAME\tCONFIG NAME\tGENERATION\tREADY\tREASON\tDESIRED\tACTUAL\tINSTANCES READY\tRESTARTS\tMODE\tSCALE REASON",
 	}[resource]
 	if withNamespace {
 		header = "NAMESPACE\t" + header
@@ -201,7 +201,7 @@ func printTable(w io.Writer, resource string, items []json.RawMessage, withNames
 // scaleColumns are a revision's scale, "-" for one sluice does not scale (static endpoints).
 func scaleColumns(st v1.RevisionStatus) []string {
 	if st.Scale == nil {
-		return []string{"-", "-", "-", "-", ""}
+		return []string{"-", "-", "-", "-", "-", ""}
 	}
 	n := func(p *int32) string {
 		if p == nil {
@@ -209,7 +209,7 @@ func scaleColumns(st v1.RevisionStatus) []string {
 		}
 		return strconv.Itoa(int(*p))
 	}
-	return []string{n(st.DesiredReplicas), n(st.ActualReplicas), strconv.Itoa(int(st.Scale.ReadyReplicas)), st.Scale.Mode, st.Scale.Reason}
+	return []string{n(st.DesiredReplicas), n(st.ActualReplicas), strconv.Itoa(int(st.Scale.ReadyReplicas)), strconv.Itoa(int(st.Scale.Restarts)), st.Scale.Mode, st.Scale.Reason}
 }
 
 // readiness is the Ready condition's status and reason; Unknown until a reconcile has set it.

@@ -185,7 +185,7 @@ func (s *server) revisionScale(k routing.Key) (desired, actual int32, scale v1.S
 	if !ok {
 		return 0, 0, scale, false
 	}
-	return st.Desired, st.Actual, v1.ScaleStatus{ReadyReplicas: st.Ready, Mode: st.Mode, Reason: st.Reason}, true
+	return st.Desired, st.Actual, v1.ScaleStatus{ReadyReplicas: st.Ready, Mode: st.Mode, Reason: st.Reason, Restarts: st.Restarts, LastCrash: st.LastCrash}, true
 }
 
 // run starts every part and waits for all of them. The first error cancels the rest and is

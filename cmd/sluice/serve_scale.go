@@ -138,9 +138,18 @@ func (l localScaler) Changed() []routing.Key   { return l.sup.Changed() }
 func (l localScaler) Instances(key routing.Key) autoscaler.Instances {
 	st, _ := l.sup.Revision(key)
 	out := autoscaler.Instances{Desired: st.Desired, Actual: st.Actual, Ready: st.Ready, Endpoints: st.Endpoints()}
+	var lastCrashStart time.Time
 	for _, in := range st.Instances {
-		if in.State == local.StateCrashed && in.LastExit != "" {
+		out.Restarts += in.Restarts
+		crashed := in.State == local.StateCrashed
+		if in.LastExit == "" || (!crashed && in.Restarts == 0) {
+			continue // never crashed: its LastExit, if any, is a stop
+		}
+		if crashed {
 			out.Failure = "instance " + in.Name + " " + in.LastExit
+		}
+		if out.LastCrash == "" || in.Started.After(lastCrashStart) {
+			out.LastCrash, lastCrashStart = "instance "+in.Name+" "+in.LastExit, in.Started
 		}
 	}
 	return out

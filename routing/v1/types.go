@@ -118,6 +118,10 @@ type ScaleStatus struct {
 	Mode string `json:"mode"`
 	// Reason explains the last scaling decision.
 	Reason string `json:"reason,omitempty"`
+	// Restarts counts the current instances' restarts after crashes; LastCrash says how the
+	// latest one ended, so a crash stays visible after its instance is ready again.
+	Restarts  int32  `json:"restarts,omitempty"`
+	LastCrash string `json:"lastCrash,omitempty"`
 }
 
 // Route splits traffic between revisions and names them with tags.

@@ -8,9 +8,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/api"
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/apiclient"
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/manifest"
+	"github.com/sluice-dev/sluice/api"
+	"github.com/sluice-dev/sluice/api/apiclient"
+	"github.com/sluice-dev/sluice/routing/v1/manifest"
 )
 
 func newApplyCmd(g *globals) *cobra.Command {

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/apiserver"
+	"github.com/sluice-dev/sluice/api/apiserver"
 	"github.com/sluice-dev/sluice/routing"
 	"github.com/sluice-dev/sluice/routing/store"
 )

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/sluice-dev/sluice/autoscaler/local"
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/apiserver"
+	"github.com/sluice-dev/sluice/api/apiserver"
 	"github.com/sluice-dev/sluice/routing/store"
 )
 

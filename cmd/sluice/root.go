@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/apiclient"
+	"github.com/sluice-dev/sluice/api/apiclient"
 )
 
 // Defaults shared by the client commands and serve.

@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-dev/sluice/autoscaler"
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/apiserver"
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/watch"
+	"github.com/sluice-dev/sluice/api/apiserver"
+	"github.com/sluice-dev/sluice/source/directory"
 	"github.com/sluice-dev/sluice/routing"
 	"github.com/sluice-dev/sluice/routing/store"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
@@ -165,7 +165,7 @@ func serve(ctx context.Context, o serveOptions, token string, log *slog.Logger) 
 	}
 	s.add("api", func(ctx context.Context) error { return s.serveAPI(ctx, ln) })
 	if o.watchDir != "" {
-		w := &watch.Watcher{Dir: o.watchDir, Store: st, Log: log}
+		w := &directory.Watcher{Dir: o.watchDir, Store: st, Log: log}
 		s.add("watch", w.Run)
 	}
 	if err := s.addControlPlane(ctx); err != nil {

@@ -6,7 +6,7 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/controlplane"
+	"github.com/sluice-dev/sluice/controlplane"
 )
 
 // memoryReleaser returns to the OS the memory a large change left behind, once serve is quiet.

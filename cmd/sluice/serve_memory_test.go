@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/controlplane"
+	"github.com/sluice-dev/sluice/controlplane"
 	"github.com/sluice-dev/sluice/xds"
 )
 

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/controlplane"
+	"github.com/sluice-dev/sluice/controlplane"
 	"github.com/sluice-dev/sluice/envoy"
 	"github.com/sluice-dev/sluice/routing"
 	"github.com/sluice-dev/sluice/xds"

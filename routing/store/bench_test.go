@@ -25,7 +25,7 @@ import (
 )
 
 // benchService is Service i at generation gen, shaped as the control-plane benchmarks' (see
-// cmd/sluice/internal/controlplane/bench_test.go): gen 1 creates NAME-v1; gen 2 creates NAME-v2
+// controlplane/bench_test.go): gen 1 creates NAME-v1; gen 2 creates NAME-v2
 // and splits v1Percent / 100-v1Percent between them, no tags.
 func benchService(i, gen int, v1Percent int64) *v1.Service {
 	name := fmt.Sprintf("svc-%05d", i)

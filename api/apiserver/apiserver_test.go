@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/api"
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/apiserver"
+	"github.com/sluice-dev/sluice/api"
+	"github.com/sluice-dev/sluice/api/apiserver"
 	"github.com/sluice-dev/sluice/routing"
 	"github.com/sluice-dev/sluice/routing/store"
 	v1 "github.com/sluice-dev/sluice/routing/v1"

@@ -1,9 +1,9 @@
-// Package watch applies a directory of manifests to the store whenever it changes (GitOps).
+// Package directory applies a directory of manifests to the store whenever it changes (GitOps).
 //
 // Every sync applies all the directory's files as one all-or-nothing batch, so a half-edited
 // file never half-applies: the error is logged and the last good state keeps serving. Objects a
 // sync applied carry AnnotationSource; when a later sync no longer contains one, it is deleted.
-package watch
+package directory
 
 import (
 	"cmp"
@@ -18,7 +18,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/manifest"
+	"github.com/sluice-dev/sluice/routing/v1/manifest"
 	"github.com/sluice-dev/sluice/routing"
 	"github.com/sluice-dev/sluice/routing/store"
 	v1 "github.com/sluice-dev/sluice/routing/v1"

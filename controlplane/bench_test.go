@@ -5,7 +5,7 @@ package controlplane
 // and a raw delta ADS client subscribed the way gRPC-Go's xDS client subscribes. Nothing here runs
 // without -bench; all setup lives inside the Benchmark functions.
 //
-//	go test -run '^$' -bench . -benchtime 200x -timeout 30m ./cmd/sluice/internal/controlplane/
+//	go test -run '^$' -bench . -benchtime 200x -timeout 30m ./controlplane/
 //
 // The shape is the common case: every Service has two revisions split 80/20 and no tags, so two
 // hosts each (NAME.default.example.com and NAME.default.svc.cluster.local). Endpoints come from

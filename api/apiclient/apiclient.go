@@ -13,7 +13,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/api"
+	"github.com/sluice-dev/sluice/api"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
 )
 

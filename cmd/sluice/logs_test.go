@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluice-dev/sluice/autoscaler/local"
 	"github.com/sluice-dev/sluice/api/apiserver"
+	"github.com/sluice-dev/sluice/autoscaler/local"
 	"github.com/sluice-dev/sluice/routing/store"
 )
 

@@ -13,12 +13,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluice-dev/sluice/autoscaler"
 	"github.com/sluice-dev/sluice/api/apiserver"
-	"github.com/sluice-dev/sluice/source/directory"
+	"github.com/sluice-dev/sluice/autoscaler"
 	"github.com/sluice-dev/sluice/routing"
 	"github.com/sluice-dev/sluice/routing/store"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
+	"github.com/sluice-dev/sluice/source/directory"
 )
 
 // serveOptions are serve's flags.

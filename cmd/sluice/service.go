@@ -15,8 +15,8 @@ import (
 	"github.com/sluice-dev/sluice/api"
 	"github.com/sluice-dev/sluice/api/apiclient"
 	"github.com/sluice-dev/sluice/cmd/sluice/internal/traffic"
-	"github.com/sluice-dev/sluice/source/directory"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
+	"github.com/sluice-dev/sluice/source/directory"
 )
 
 func newServiceCmd(g *globals) *cobra.Command {

@@ -18,10 +18,10 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
-	"github.com/sluice-dev/sluice/routing/v1/manifest"
 	"github.com/sluice-dev/sluice/routing"
 	"github.com/sluice-dev/sluice/routing/store"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
+	"github.com/sluice-dev/sluice/routing/v1/manifest"
 )
 
 // AnnotationSource marks an object as applied from a watched directory (its absolute path),

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-dev/sluice/activator"
+	"github.com/sluice-dev/sluice/internal/gctuner"
 )
 
 // activatorOptions are the activator command's flags.
@@ -58,10 +60,10 @@ to --drain-timeout.`,
 			if err != nil {
 				return err
 			}
-			if gc := newGCTuner(goDefaultGCPercent, log); gc != nil {
+			if gc := gctuner.New(gctuner.GoDefaultPercent, log); gc != nil {
 				ctx, stop := context.WithCancel(cmd.Context())
 				done := make(chan struct{})
-				go func() { defer close(done); _ = gc.run(ctx) }()
+				go func() { defer close(done); _ = gc.Run(ctx) }()
 				defer func() { stop(); <-done }()
 			}
 			return a.Run(cmd.Context())

@@ -1,24 +1,13 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluice-dev/sluice/api/apiserver"
-	"github.com/sluice-dev/sluice/autoscaler"
-	"github.com/sluice-dev/sluice/routing"
-	"github.com/sluice-dev/sluice/routing/store"
-	v1 "github.com/sluice-dev/sluice/routing/v1"
-	"github.com/sluice-dev/sluice/source/directory"
+	"github.com/sluice-dev/sluice/standalone"
 )
 
 // serveOptions are serve's flags.
@@ -82,7 +71,11 @@ SIGINT or SIGTERM stops serve gracefully; a second one stops it at once.`,
 			if err != nil {
 				return err
 			}
-			return serve(cmd.Context(), o, g.token, log)
+			cfg, err := o.config(g.token)
+			if err != nil {
+				return err
+			}
+			return standalone.Run(cmd.Context(), cfg, log)
 		},
 	}
 	f := cmd.Flags()
@@ -111,150 +104,26 @@ func newLogger(cmd *cobra.Command, level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: l})), nil
 }
 
-// server is everything serve runs. Its parts share one lifetime: they start together, the first
-// to fail stops the others, and Run returns once all have returned.
-type server struct {
-	opts  serveOptions
-	token string
-	log   *slog.Logger
-	store *store.Store
-	// api is the HTTP API; parts may add handlers (metrics, xDS debug) with api.Handle.
-	api   *apiserver.Server
-	parts []part
-	// scale is the autoscaler, set before anything runs; the API reads revisions' scale from it.
-	scale *autoscaler.Autoscaler
-}
-
-// part is one long-running piece of serve. run must return when ctx is done, with nil if that
-// is why it returned.
-type part struct {
-	name string
-	run  func(ctx context.Context) error
-}
-
-func (s *server) add(name string, run func(ctx context.Context) error) {
-	s.parts = append(s.parts, part{name, run})
-}
-
-func serve(ctx context.Context, o serveOptions, token string, log *slog.Logger) error {
-	gc := newGCTuner(defaultGCPercent, log)
-	if gc != nil {
-		gc.apply()
-	}
-	if err := checkExposure(o.apiAddr, token); err != nil {
-		return err
-	}
-	st, err := store.Open(o.dataDir)
+// config turns serve's flags into the standalone control plane's configuration.
+func (o serveOptions) config(token string) (standalone.Config, error) {
+	defaults, err := o.scaling.config()
 	if err != nil {
-		return err
+		return standalone.Config{}, err
 	}
-	defer func() {
-		if err := st.Close(); err != nil {
-			log.Error("closing the store", "err", err)
-		}
-	}()
-	s := &server{opts: o, token: token, log: log, store: st}
-	if gc != nil {
-		s.add("gc", gc.run)
-	}
-	s.api = apiserver.New(st, apiserver.Options{Token: token, Logger: log, RevisionScale: s.revisionScale})
-	// Bind before anything runs so a taken port fails serve at once, with nothing half started.
-	ln, err := net.Listen("tcp", o.apiAddr)
-	if err != nil {
-		return fmt.Errorf("listen for the API on %s: %w", o.apiAddr, err)
-	}
-	s.add("api", func(ctx context.Context) error { return s.serveAPI(ctx, ln) })
-	if o.watchDir != "" {
-		w := &directory.Watcher{Dir: o.watchDir, Store: st, Log: log}
-		s.add("watch", w.Run)
-	}
-	if err := s.addControlPlane(ctx); err != nil {
-		_ = ln.Close()
-		return err
-	}
-	log.Info("sluice serving", "api", "http://"+ln.Addr().String(), "dataDir", o.dataDir, "watch", o.watchDir)
-	return s.run(ctx)
-}
-
-// revisionScale is a revision's live scale for the API.
-func (s *server) revisionScale(k routing.Key) (desired, actual int32, scale v1.ScaleStatus, ok bool) {
-	if s.scale == nil {
-		return 0, 0, scale, false
-	}
-	st, ok := s.scale.Status(k)
-	if !ok {
-		return 0, 0, scale, false
-	}
-	return st.Desired, st.Actual, v1.ScaleStatus{ReadyReplicas: st.Ready, Mode: st.Mode, Reason: st.Reason, Restarts: st.Restarts, LastCrash: st.LastCrash}, true
-}
-
-// run starts every part and waits for all of them. The first error cancels the rest and is
-// returned; cancellation of ctx (a signal) is a clean stop.
-func (s *server) run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg    sync.WaitGroup
-		once  sync.Once
-		first error
-	)
-	for _, p := range s.parts {
-		wg.Go(func() {
-			if err := p.run(ctx); err != nil {
-				once.Do(func() { first = fmt.Errorf("%s: %w", p.name, err) })
-				cancel()
-			}
-		})
-	}
-	wg.Wait()
-	return first
-}
-
-func (s *server) serveAPI(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{
-		Handler:           s.api,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve API on %s: %w", ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	// A CLI request in flight gets a few seconds to finish; then we stop regardless.
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	err := hs.Shutdown(shutdownCtx)
-	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) {
-		return fmt.Errorf("serve API on %s: %w", ln.Addr(), serveErr)
-	}
-	if err != nil {
-		return fmt.Errorf("shut down API: %w", err)
-	}
-	return nil
-}
-
-// checkExposure refuses an API reachable from other hosts without a token.
-func checkExposure(addr, token string) error {
-	if token != "" {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("--api-addr %q: %w", addr, err)
-	}
-	if isLoopback(host) {
-		return nil
-	}
-	return fmt.Errorf("refusing to serve the API on %s without a token: anyone who can reach it could change routing; set --token or SLUICE_TOKEN, or bind --api-addr to 127.0.0.1", addr)
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return standalone.Config{
+		DataDir:           o.dataDir,
+		XDSAddr:           o.xdsAddr,
+		APIAddr:           o.apiAddr,
+		Token:             token,
+		Domain:            o.domain,
+		WatchDir:          o.watchDir,
+		ExternalAddr:      o.externalAddr,
+		InternalAddr:      o.internalAddr,
+		ActivatorAddr:     o.activatorAddr,
+		ActivatorEndpoint: o.activatorEndpoint,
+		Activator:         o.activator.options(),
+		Scaling:           defaults,
+		TickInterval:      o.scaling.tick,
+		DrainPeriod:       o.drainPeriod,
+	}, nil
 }

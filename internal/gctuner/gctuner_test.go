@@ -1,4 +1,4 @@
-package main
+package gctuner
 
 import (
 	"context"
@@ -49,16 +49,16 @@ func TestGCTunerFollowsTheLiveHeap(t *testing.T) {
 	live := uint64(0)
 	var set []int
 	armed := make(chan chan<- struct{}, 1)
-	tuner := &gcTuner{
+	tuner := &Tuner{
 		base: 50, minHeadroom: 32 * mb,
 		liveHeap:   func() uint64 { mu.Lock(); defer mu.Unlock(); return live },
 		setPercent: func(p int) int { mu.Lock(); set = append(set, p); mu.Unlock(); return 0 },
 		afterGC:    func(ch chan<- struct{}) { armed <- ch },
 	}
-	tuner.apply()
+	tuner.Apply()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- tuner.run(ctx) }()
+	go func() { done <- tuner.Run(ctx) }()
 
 	collect := func(heap uint64) {
 		ch := <-armed // the tuner applied and re-armed: a collection may come

@@ -1,4 +1,7 @@
-package main
+// Package gctuner sets the Go garbage collector's percent for sluice's processes: a base percent for a
+// large heap, raised for a small one so that collections never come sooner than a fixed amount of
+// allocation apart.
+package gctuner
 
 import (
 	"context"
@@ -9,15 +12,15 @@ import (
 	"runtime/metrics"
 )
 
-// defaultGCPercent is the GC target sluice serve uses unless GOGC says otherwise. sluice's heap
+// ControlPlanePercent is the GC target sluice serve uses unless GOGC says otherwise. sluice's heap
 // is mostly long-lived state (objects, routing table, xDS resources) with little churn between
 // changes, so Go's default of 100 (grow to twice the live heap before collecting) mostly buys
 // idle memory: at 10,000 services, 50 took steady RSS from about 420 MB to about 340 MB.
-const defaultGCPercent = 50
+const ControlPlanePercent = 50
 
-// goDefaultGCPercent is Go's own default, which a standalone activator keeps: its heap is all
+// GoDefaultPercent is Go's own default, which a standalone activator keeps: its heap is all
 // garbage of requests in flight.
-const goDefaultGCPercent = 100
+const GoDefaultPercent = 100
 
 // minGCHeadroom is the least allocation between two collections. A percent of a small live heap
 // is a few MB, and the activator under load makes garbage at tens of MB a second: at 50 % and a
@@ -30,9 +33,9 @@ const minGCHeadroom = 32 << 20
 // (4 MB × GOGC/100), so a percent raised for a tiny heap must not raise it past live + headroom.
 const goHeapMinimum = 4 << 20
 
-// gcTuner keeps the GC percent at its base for a large heap and raises it for a small one, so
+// Tuner keeps the GC percent at its base for a large heap and raises it for a small one, so
 // that a collection never comes sooner than minHeadroom bytes of allocation after the last.
-type gcTuner struct {
+type Tuner struct {
 	base        int
 	minHeadroom uint64
 	liveHeap    func() uint64 // the heap live after the last collection; 0 before the first
@@ -44,13 +47,13 @@ type gcTuner struct {
 	current int // the percent last set; 0 before the first
 }
 
-// newGCTuner returns nil when GOGC is set: the user's percent is left as it is. Call apply
+// New returns nil when GOGC is set: the user's percent is left as it is. Call apply
 // before the heap grows (a restart's load of the store) and run for the rest.
-func newGCTuner(base int, log *slog.Logger) *gcTuner {
+func New(base int, log *slog.Logger) *Tuner {
 	if _, set := os.LookupEnv("GOGC"); set {
 		return nil
 	}
-	return &gcTuner{base: base, minHeadroom: minGCHeadroom, liveHeap: liveHeapBytes, setPercent: debug.SetGCPercent, afterGC: afterNextGC, log: log}
+	return &Tuner{base: base, minHeadroom: minGCHeadroom, liveHeap: liveHeapBytes, setPercent: debug.SetGCPercent, afterGC: afterNextGC, log: log}
 }
 
 // gcPercentFor is the percent for a live heap of live bytes: base, or more when base % of live
@@ -65,9 +68,9 @@ func gcPercentFor(base int, minHeadroom, live uint64) int {
 	return max(base, int(p))
 }
 
-// apply sets the percent for the live heap now, unless it is within a tenth of the one set:
+// Apply sets the percent for the live heap now, unless it is within a tenth of the one set:
 // the live heap drifts a little every cycle, and the goal need not follow every drift.
-func (t *gcTuner) apply() {
+func (t *Tuner) Apply() {
 	p := gcPercentFor(t.base, t.minHeadroom, t.liveHeap())
 	if t.current != 0 && p != t.base && 10*abs(p-t.current) <= t.current {
 		return
@@ -84,12 +87,12 @@ func (t *gcTuner) apply() {
 
 func abs(x int) int { return max(x, -x) }
 
-// run applies the percent after every collection until ctx is done: the pacer sets the next goal
+// Run applies the percent after every collection until ctx is done: the pacer sets the next goal
 // from the percent at the end of each cycle, so a heap that just grew tenfold must get its new
 // percent at once, not a second later at ten times the goal. Setting the percent takes the heap
 // lock, not a stop of the world.
-func (t *gcTuner) run(ctx context.Context) error {
-	t.apply()
+func (t *Tuner) Run(ctx context.Context) error {
+	t.Apply()
 	collected := make(chan struct{}, 1)
 	t.afterGC(collected)
 	for {
@@ -97,7 +100,7 @@ func (t *gcTuner) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil // a collection still armed sends into the buffer and re-arms nothing
 		case <-collected:
-			t.apply()
+			t.Apply()
 			t.afterGC(collected)
 		}
 	}

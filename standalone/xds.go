@@ -1,4 +1,4 @@
-package main
+package standalone
 
 import (
 	"context"
@@ -25,7 +25,7 @@ import (
 // /debug/xds on the API. The xDS port is bound here so a taken port fails serve before anything
 // runs.
 func (s *server) addControlPlane(ctx context.Context) error {
-	gw, err := gatewayOptions(s.opts.externalAddr, s.opts.internalAddr)
+	gw, err := gatewayOptions(s.cfg.ExternalAddr, s.cfg.InternalAddr)
 	if err != nil {
 		return err
 	}
@@ -35,14 +35,14 @@ func (s *server) addControlPlane(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start xDS server: %w", err)
 	}
-	ln, err := net.Listen("tcp", s.opts.xdsAddr)
+	ln, err := net.Listen("tcp", s.cfg.XDSAddr)
 	if err != nil {
-		return fmt.Errorf("listen for xDS on %s: %w", s.opts.xdsAddr, err)
+		return fmt.Errorf("listen for xDS on %s: %w", s.cfg.XDSAddr, err)
 	}
-	if host, _, err := net.SplitHostPort(s.opts.xdsAddr); err == nil && !isLoopback(host) {
+	if host, _, err := net.SplitHostPort(s.cfg.XDSAddr); err == nil && !isLoopback(host) {
 		// xDS has no authentication yet: whoever reaches the port reads every host and backend.
 		s.log.Warn("xDS is served beyond loopback without authentication: every node that can reach it reads all routes and endpoints; restrict it to your gateways' network",
-			"addr", s.opts.xdsAddr)
+			"addr", s.cfg.XDSAddr)
 	}
 	g := grpc.NewServer(
 		// Envoy's bootstrap pings every 30s on idle streams; let it, rather than closing its
@@ -61,7 +61,7 @@ func (s *server) addControlPlane(ctx context.Context) error {
 	s.add("memory", mem.run)
 
 	loop := controlplane.New(s.store, as, envoy.NewTranslator(gw), srv, controlplane.Options{
-		Routing: routing.Config{Domain: s.opts.domain},
+		Routing: routing.Config{Domain: s.cfg.Domain},
 		Logger:  s.log,
 		// What the pass answered for scaled revisions is now what clients are sent: the
 		// autoscaler's waits for acknowledgements start from there.
@@ -77,7 +77,7 @@ func (s *server) addControlPlane(ctx context.Context) error {
 	s.api.Handle("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
 	s.add("xds", func(ctx context.Context) error { return serveGRPC(ctx, g, ln) })
 	s.add("controlplane", loop.Run)
-	s.log.Info("xDS serving", "addr", ln.Addr().String(), "envoyExternal", s.opts.externalAddr, "envoyInternal", s.opts.internalAddr)
+	s.log.Info("xDS serving", "addr", ln.Addr().String(), "envoyExternal", s.cfg.ExternalAddr, "envoyInternal", s.cfg.InternalAddr)
 	return nil
 }
 

@@ -104,7 +104,6 @@ type Autoscaler struct {
 	scaler  Scaler
 	metrics Metrics
 	acks    Acks
-	state   func() *routing.State
 	log     *slog.Logger
 
 	wake    chan struct{} // a tick is wanted now (a poke, a new revision, an acknowledged flip)
@@ -113,9 +112,9 @@ type Autoscaler struct {
 	mu      sync.Mutex
 	revs    map[routing.Key]*revision
 	changed map[routing.Key]bool
-	// answers are the Instances answers of the current control-plane pass, pushed those of the
-	// last pass that pushed: what connected clients have been sent (or are being sent).
-	answers, pushed map[routing.Key]routing.Instances
+	// pushed are the load assignments of scaled revisions that the last passes pushed: what
+	// connected clients have been sent (or are being sent). The loop says so with Pushed.
+	pushed map[routing.Key]pushedBackend
 	synced          chan struct{} // closed (and replaced) after every pass that pushed
 	clustersChanged chan struct{} // closed (and replaced) when a revision is added or removed
 	waits           sync.WaitGroup
@@ -138,13 +137,16 @@ type revision struct {
 	// waiting is the flip (plus one) whose acknowledgement a goroutine waits for; 0 for none.
 	waiting   uint64
 	everReady bool
+	// reachable says some route serves the revision or names it with a tag (the loop's Upsert).
+	reachable bool
 	last      scaling.Action
 	desired   int32
 	decided   bool
 }
 
-// New returns an Autoscaler; Run drives it. state is the stored state (store.State).
-func New(scaler Scaler, metrics Metrics, acks Acks, state func() *routing.State, opts Options) *Autoscaler {
+// New returns an Autoscaler; Run drives it. The control-plane loop tells it which revisions exist
+// (Upsert, Delete, Retain) and what it pushed (Pushed).
+func New(scaler Scaler, metrics Metrics, acks Acks, opts Options) *Autoscaler {
 	if opts.TickInterval <= 0 {
 		opts.TickInterval = 2 * time.Second
 	}
@@ -155,13 +157,12 @@ func New(scaler Scaler, metrics Metrics, acks Acks, state func() *routing.State,
 		opts.Now = time.Now
 	}
 	return &Autoscaler{
-		opts: opts, scaler: scaler, metrics: metrics, acks: acks, state: state, log: opts.Logger,
+		opts: opts, scaler: scaler, metrics: metrics, acks: acks, log: opts.Logger,
 		wake:    make(chan struct{}, 1),
 		changes: make(chan struct{}, 1),
 		revs:    map[routing.Key]*revision{},
 		changed: map[routing.Key]bool{},
-		answers: map[routing.Key]routing.Instances{},
-		pushed:  map[routing.Key]routing.Instances{},
+		pushed:  map[routing.Key]pushedBackend{},
 		synced:  make(chan struct{}),
 
 		clustersChanged: make(chan struct{}),
@@ -237,24 +238,8 @@ func (a *Autoscaler) Tick() {
 		keys = append(keys, k)
 	}
 	a.mu.Unlock()
-	if len(keys) == 0 {
-		return
-	}
-	st := a.state()
 	now := a.opts.Now()
-	reachable := reachableRevisions(st)
 	for _, key := range keys {
-		rev := st.Revisions[key]
-		if rev == nil {
-			a.mu.Lock()
-			delete(a.revs, key)
-			delete(a.answers, key)
-			a.clustersChangedLocked()
-			a.mu.Unlock()
-			a.scaler.Forget(key)
-			a.metrics.Untrack(clusterOf(key))
-			continue
-		}
 		inst := a.scaler.Instances(key)
 		a.mu.Lock()
 		r := a.revs[key]
@@ -262,11 +247,10 @@ func (a *Autoscaler) Tick() {
 			a.mu.Unlock()
 			continue
 		}
-		r.rev = rev
-		cfg := r.cfg
+		rev, cfg, reachable := r.rev, r.cfg, r.reachable
 		a.mu.Unlock()
 
-		in := scaling.Input{Ready: int32(inst.Ready), Reachable: reachable[key]}
+		in := scaling.Input{Ready: int32(inst.Ready), Reachable: reachable}
 		avg := a.metrics.Averages(clusterOf(key), cfg.StableWindow, panicWindow(cfg), now)
 		in.StableAverage, in.PanicAverage, in.HasData = avg.StableConcurrency, avg.PanicConcurrency, avg.HasData
 		if cfg.Metric == scaling.MetricRPS {
@@ -326,7 +310,7 @@ func (a *Autoscaler) awaitActivatorLocked(key routing.Key, r *revision) {
 	a.waits.Add(1)
 	go func() {
 		defer a.waits.Done()
-		err := a.waitPushed(ctx, key, func(in routing.Instances) bool {
+		err := a.waitPushed(ctx, key, func(in pushedBackend) bool {
 			return len(in.Endpoints) == 1 && in.Endpoints[0] == a.opts.Activator
 		})
 		if err != nil {
@@ -348,8 +332,8 @@ func (a *Autoscaler) awaitActivatorLocked(key routing.Key, r *revision) {
 // every connected client acknowledged that: the Scaler's hook before it stops an instance.
 func (a *Autoscaler) WaitRemoved(ctx context.Context, key routing.Key, addr routing.Endpoint) error {
 	start := time.Now()
-	err := a.waitPushed(ctx, key, func(in routing.Instances) bool {
-		return !slices.Contains(in.Endpoints, addr) && !slices.Contains(in.Backends, addr)
+	err := a.waitPushed(ctx, key, func(in pushedBackend) bool {
+		return !slices.Contains(in.Endpoints, addr) && !slices.Contains(in.Instances, addr)
 	})
 	a.log.Debug("instance removal acknowledged", "revision", key, "addr", addr, "took", time.Since(start), "err", err)
 	return err
@@ -357,7 +341,7 @@ func (a *Autoscaler) WaitRemoved(ctx context.Context, key routing.Key, addr rout
 
 // waitPushed waits until the answer last pushed for key satisfies ok, then until every client
 // subscribed to the revision's load assignments acknowledged what it holds now.
-func (a *Autoscaler) waitPushed(ctx context.Context, key routing.Key, ok func(routing.Instances) bool) error {
+func (a *Autoscaler) waitPushed(ctx context.Context, key routing.Key, ok func(pushedBackend) bool) error {
 	for {
 		a.mu.Lock()
 		in, found := a.pushed[key]
@@ -387,17 +371,41 @@ func (a *Autoscaler) waitPushed(ctx context.Context, key routing.Key, ok func(ro
 	return err
 }
 
-// Synced is called by the control-plane loop after every pass that pushed: what Instances
-// answered in it is now what clients are being sent.
-func (a *Autoscaler) Synced() {
+// pushedBackend is what clients were sent for a scaled revision: where its requests go
+// (Endpoints: the instances, or the activator) and where the activator forwards (Instances).
+type pushedBackend struct {
+	Endpoints, Instances []routing.Endpoint
+}
+
+// Pushed is called by the control-plane loop after every pass that pushed, with the table it
+// pushed and what of it changed: the load assignments of the scaled revisions diff names are now
+// what clients are being sent. Waits for acknowledgements (WaitRemoved, the flip to the
+// activator) start from here.
+func (a *Autoscaler) Pushed(tab *routing.Table, diff routing.TableDiff) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for k, in := range a.answers {
-		a.pushed[k] = in
-	}
-	for k := range a.pushed {
-		if _, ok := a.revs[k]; !ok {
+	record := func(k routing.Key) {
+		b, ok := tab.Backend(clusterOf(k))
+		if !ok || b.Scaled == nil {
 			delete(a.pushed, k)
+			return
+		}
+		a.pushed[k] = pushedBackend{Endpoints: b.Endpoints, Instances: b.Scaled.Instances}
+	}
+	if diff.Full {
+		clear(a.pushed)
+		for k := range a.revs {
+			record(k)
+		}
+	} else {
+		for _, c := range diff.Backends {
+			ns, name, _ := strings.Cut(c, "/")
+			k := routing.Key{Namespace: ns, Name: name}
+			if _, ok := a.revs[k]; ok {
+				record(k)
+			} else {
+				delete(a.pushed, k)
+			}
 		}
 	}
 	close(a.synced)
@@ -410,8 +418,22 @@ func (a *Autoscaler) Changes() <-chan struct{} { return a.changes }
 // Changed names the revisions whose Instances changed since the last call.
 func (a *Autoscaler) Changed() []routing.Key {
 	keys := a.scaler.Changed()
+	// A revision is Ready from its first ready instance on, even if that instance crashes
+	// before the next tick: note it here, where the loop learns of the change, so that
+	// Instances only reads.
+	var ready []routing.Key
+	for _, k := range keys {
+		if a.scaler.Instances(k).Ready > 0 {
+			ready = append(ready, k)
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for _, k := range ready {
+		if r := a.revs[k]; r != nil {
+			r.everReady = true
+		}
+	}
 	for k := range a.changed {
 		if !slices.Contains(keys, k) {
 			keys = append(keys, k)
@@ -434,7 +456,9 @@ const (
 )
 
 // Instances answers the control-plane loop for rev: static endpoints when the revision has them,
-// else its instances or the activator.
+// else its instances or the activator. It only reads: a revision the loop has not upserted yet
+// (Reconcile asks before the loop tells) gets the answer of a new record, which starts with the
+// activator in its path.
 func (a *Autoscaler) Instances(rev *v1.Revision) routing.Instances {
 	if _, static := rev.Annotations[v1.AnnotationEndpoints]; static {
 		return routing.StaticEndpoints{}.Instances(rev)
@@ -445,42 +469,121 @@ func (a *Autoscaler) Instances(rev *v1.Revision) routing.Instances {
 	key := routing.KeyOf(rev)
 	inst := a.scaler.Instances(key)
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	r := a.revs[key]
+	var (
+		cfg       scaling.Config
+		cfgErr    error
+		mode      = scaling.ModeProxy
+		everReady bool
+	)
+	if r != nil {
+		cfg, cfgErr, mode, everReady = r.cfg, r.cfgErr, r.mode, r.everReady
+	}
+	a.mu.Unlock()
 	if r == nil {
-		r = &revision{rev: rev, mode: scaling.ModeProxy}
-		cc := int64(0)
-		if rev.Spec.ContainerConcurrency != nil {
-			cc = *rev.Spec.ContainerConcurrency
-		}
-		r.cfg, r.cfgErr = a.opts.Defaults.ForRevision(rev.Annotations, cc)
-		a.revs[key] = r
-		if r.cfgErr == nil {
-			a.metrics.Track(clusterOf(key), r.cfg.StableWindow)
-			a.clustersChangedLocked()
-		}
-		a.poke() // start its initial scale now, not at the next tick
+		cfg, cfgErr = a.configOf(rev)
 	}
-	if r.cfgErr != nil {
-		return routing.Instances{Reason: ReasonInvalidAutoscaling, Message: r.cfgErr.Error()}
+	if cfgErr != nil {
+		return routing.Instances{Reason: ReasonInvalidAutoscaling, Message: cfgErr.Error()}
 	}
-	if inst.Ready > 0 || r.cfg.InitialScale == 0 {
-		r.everReady = true
-	}
-	in := routing.Instances{Scaled: true, Backends: inst.Endpoints, Ready: r.everReady}
-	if r.mode == scaling.ModeProxy || len(inst.Endpoints) == 0 {
+	ready := everReady || inst.Ready > 0 || cfg.InitialScale == 0
+	in := routing.Instances{Scaled: true, Backends: inst.Endpoints, Ready: ready}
+	if mode == scaling.ModeProxy || len(inst.Endpoints) == 0 {
 		in.Endpoints = []routing.Endpoint{a.opts.Activator}
 	} else {
 		in.Endpoints = inst.Endpoints
 	}
 	if !in.Ready {
-		in.Reason, in.Message = ReasonDeploying, fmt.Sprintf("waiting for %d instance(s) to become ready", max(1, r.cfg.InitialScale))
+		in.Reason, in.Message = ReasonDeploying, fmt.Sprintf("waiting for %d instance(s) to become ready", max(1, cfg.InitialScale))
 		if inst.Failure != "" {
 			in.Reason, in.Message = ReasonInstancesNotStarted, inst.Failure
 		}
 	}
-	a.answers[key] = in
 	return in
+}
+
+// configOf is rev's autoscaling configuration: the defaults refined by its annotations.
+func (a *Autoscaler) configOf(rev *v1.Revision) (scaling.Config, error) {
+	cc := int64(0)
+	if rev.Spec.ContainerConcurrency != nil {
+		cc = *rev.Spec.ContainerConcurrency
+	}
+	return a.opts.Defaults.ForRevision(rev.Annotations, cc)
+}
+
+// scales reports whether the autoscaler scales rev: not static endpoints, and a template its
+// Scaler can run.
+func (a *Autoscaler) scales(rev *v1.Revision) bool {
+	if _, static := rev.Annotations[v1.AnnotationEndpoints]; static {
+		return false
+	}
+	return a.scaler.Check(rev) == nil
+}
+
+// Upsert records that rev exists (Knative's MultiScaler.Create, or Update) and whether some route
+// serves it or names it with a tag. A new revision is tracked and decided on at once (its initial
+// scale), starting with the activator in its path. A revision that is not scaled (static
+// endpoints, a template the Scaler cannot run) is not recorded, and forgotten if it was.
+func (a *Autoscaler) Upsert(rev *v1.Revision, reachable bool) {
+	key := routing.KeyOf(rev)
+	if !a.scales(rev) {
+		a.Delete(key)
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r := a.revs[key]; r != nil {
+		r.rev, r.reachable = rev, reachable
+		return
+	}
+	r := &revision{rev: rev, mode: scaling.ModeProxy, reachable: reachable}
+	r.cfg, r.cfgErr = a.configOf(rev)
+	if r.cfgErr == nil && r.cfg.InitialScale == 0 {
+		r.everReady = true
+	}
+	a.revs[key] = r
+	if r.cfgErr == nil {
+		a.metrics.Track(clusterOf(key), r.cfg.StableWindow)
+		a.clustersChangedLocked()
+	}
+	a.poke() // start its initial scale now, not at the next tick
+}
+
+// Delete forgets a revision that is gone (Knative's MultiScaler.Delete): its instances stop and
+// its load is no longer tracked.
+func (a *Autoscaler) Delete(key routing.Key) {
+	a.mu.Lock()
+	r := a.revs[key]
+	if r == nil {
+		a.mu.Unlock()
+		return
+	}
+	delete(a.revs, key)
+	delete(a.pushed, key)
+	delete(a.changed, key)
+	if r.cfgErr == nil {
+		a.clustersChangedLocked()
+	}
+	a.mu.Unlock()
+	a.scaler.Forget(key)
+	if r.cfgErr == nil {
+		a.metrics.Untrack(clusterOf(key))
+	}
+}
+
+// Retain deletes every revision keep says is gone.
+func (a *Autoscaler) Retain(keep func(routing.Key) bool) {
+	a.mu.Lock()
+	var gone []routing.Key
+	for k := range a.revs {
+		if !keep(k) {
+			gone = append(gone, k)
+		}
+	}
+	a.mu.Unlock()
+	for _, k := range gone {
+		a.Delete(k)
+	}
 }
 
 // Clusters are the clusters of the revisions it scales, sorted, and a channel closed when they
@@ -531,17 +634,4 @@ func clusterOf(k routing.Key) string { return routing.ClusterName(k.Namespace, k
 // panicWindow is the revision's panic window, a percentage of its stable window.
 func panicWindow(c scaling.Config) time.Duration {
 	return time.Duration(float64(c.StableWindow) * c.PanicWindowPercentage / 100)
-}
-
-// reachableRevisions are those some route sends traffic to (or names with a tag).
-func reachableRevisions(st *routing.State) map[routing.Key]bool {
-	out := map[routing.Key]bool{}
-	for k, rt := range st.Routes {
-		for _, t := range rt.Status.Traffic {
-			if t.RevisionName != "" {
-				out[routing.Key{Namespace: k.Namespace, Name: t.RevisionName}] = true
-			}
-		}
-	}
-	return out
 }

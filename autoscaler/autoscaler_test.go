@@ -3,6 +3,7 @@ package autoscaler
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -65,14 +66,31 @@ func (f *fakeScaler) want(k routing.Key) int {
 
 // fakeMetrics reports one concurrency level for every window.
 type fakeMetrics struct {
-	mu   sync.Mutex
-	conc float64
-	ok   bool
+	mu    sync.Mutex
+	conc  float64
+	ok    bool
+	track map[string]bool
 }
 
-func (m *fakeMetrics) Track(string, time.Duration) {}
-func (m *fakeMetrics) Untrack(string)              {}
-func (m *fakeMetrics) Sample(time.Time)            {}
+func (m *fakeMetrics) Track(c string, _ time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.track == nil {
+		m.track = map[string]bool{}
+	}
+	m.track[c] = true
+}
+func (m *fakeMetrics) Untrack(c string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.track, c)
+}
+func (m *fakeMetrics) tracked() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Sorted(maps.Keys(m.track))
+}
+func (m *fakeMetrics) Sample(time.Time) {}
 func (m *fakeMetrics) Averages(string, time.Duration, time.Duration, time.Time) metrics.Averages {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -102,12 +120,15 @@ func revisionFor(name string, ann map[string]string) *v1.Revision {
 	return &v1.Revision{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, Annotations: ann}}
 }
 
-func stateWith(revs ...*v1.Revision) func() *routing.State {
-	st := &routing.State{Revisions: map[routing.Key]*v1.Revision{}}
-	for _, r := range revs {
-		st.Revisions[routing.KeyOf(r)] = r
+// push does what a control-plane pass does for rev: asks for its instances and tells the
+// autoscaler it pushed them.
+func push(a *Autoscaler, rev *v1.Revision) {
+	in := a.Instances(rev)
+	b := routing.Backend{Cluster: clusterOf(routing.KeyOf(rev)), Endpoints: in.Endpoints}
+	if in.Scaled {
+		b.Scaled = &routing.Scaled{Instances: in.Backends}
 	}
-	return func() *routing.State { return st }
+	a.Pushed(&routing.Table{Backends: []routing.Backend{b}}, routing.TableDiff{Backends: []string{b.Cluster}})
 }
 
 // TestScaleFromAndToZero walks one revision through its life: initial scale, ready, serving,
@@ -123,7 +144,7 @@ func TestScaleFromAndToZero(t *testing.T) {
 	now := time.Unix(1000, 0)
 	defaults := scaling.Defaults()
 	defaults.ScaleToZeroGracePeriod = 10 * time.Second
-	a := New(sc, m, acks, stateWith(rev), Options{Defaults: defaults, Activator: activator, Now: func() time.Time { return now }})
+	a := New(sc, m, acks, Options{Defaults: defaults, Activator: activator, Now: func() time.Time { return now }})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); a.waits.Wait() }()
 	a.ctx = ctx
@@ -132,6 +153,7 @@ func TestScaleFromAndToZero(t *testing.T) {
 	if in.Ready || in.Reason != ReasonDeploying || !in.Scaled || !slices.Equal(in.Endpoints, []routing.Endpoint{activator}) {
 		t.Fatalf("new revision: %+v", in)
 	}
+	a.Upsert(rev, false)
 	a.Tick()
 	if got := sc.want(key); got != 1 {
 		t.Fatalf("initial scale: scaler asked for %d, want 1", got)
@@ -146,7 +168,7 @@ func TestScaleFromAndToZero(t *testing.T) {
 	if !in.Ready || !slices.Equal(in.Endpoints, []routing.Endpoint{inst}) || !slices.Equal(in.Backends, []routing.Endpoint{inst}) {
 		t.Fatalf("ready and serving: %+v", in)
 	}
-	a.Synced()
+	push(a, rev)
 
 	// Idle: no load for a stable window and more.
 	m.set(0)
@@ -162,7 +184,7 @@ func TestScaleFromAndToZero(t *testing.T) {
 		t.Fatalf("scaled to %d before the flip to the activator was acknowledged", got)
 	}
 	// The flip is pushed but not acknowledged: the instance stays, whatever the time.
-	a.Synced()
+	push(a, rev)
 	now = now.Add(time.Minute)
 	a.Tick()
 	if got := sc.want(key); got != 1 {
@@ -198,7 +220,7 @@ func TestScaleFromAndToZero(t *testing.T) {
 
 func TestNotRunnable(t *testing.T) {
 	sc, m := newFakeScaler(), &fakeMetrics{}
-	a := New(sc, m, fakeAcks{}, stateWith(), Options{Defaults: scaling.Defaults(), Activator: activator})
+	a := New(sc, m, fakeAcks{}, Options{Defaults: scaling.Defaults(), Activator: activator})
 	if in := a.Instances(revisionFor("img-00001", map[string]string{"test/image-only": "y"})); in.Ready || in.Reason != ReasonCannotRun || in.Message == "" {
 		t.Errorf("image-only: %+v", in)
 	}
@@ -215,10 +237,10 @@ func TestNotRunnable(t *testing.T) {
 func TestRemovedRevisionIsForgotten(t *testing.T) {
 	rev := revisionFor("gone-00001", nil)
 	sc, m := newFakeScaler(), &fakeMetrics{}
-	a := New(sc, m, fakeAcks{}, stateWith(), Options{Defaults: scaling.Defaults(), Activator: activator})
-	a.Instances(rev)
+	a := New(sc, m, fakeAcks{}, Options{Defaults: scaling.Defaults(), Activator: activator})
+	a.Upsert(rev, true)
 	sc.Scale(rev, 1)
-	a.Tick()
+	a.Delete(routing.KeyOf(rev))
 	if _, ok := a.Status(routing.KeyOf(rev)); ok {
 		t.Error("a revision gone from the state is still scaled")
 	}
@@ -240,14 +262,13 @@ func waitFor(t *testing.T, cond func() bool) {
 
 func TestClustersFollowScaledRevisions(t *testing.T) {
 	rev := revisionFor("hello-00001", nil)
-	st := &routing.State{Revisions: map[routing.Key]*v1.Revision{routing.KeyOf(rev): rev}}
-	a := New(newFakeScaler(), &fakeMetrics{}, fakeAcks{}, func() *routing.State { return st }, Options{Defaults: scaling.Defaults(), Activator: activator})
+	a := New(newFakeScaler(), &fakeMetrics{}, fakeAcks{}, Options{Defaults: scaling.Defaults(), Activator: activator})
 	names, changed := a.Clusters()
 	if len(names) != 0 {
 		t.Fatalf("clusters before any revision = %v", names)
 	}
-	a.Instances(rev)
-	a.Instances(revisionFor("static-00001", map[string]string{v1.AnnotationEndpoints: "10.0.0.1:80"}))
+	a.Upsert(rev, true)
+	a.Upsert(revisionFor("static-00001", map[string]string{v1.AnnotationEndpoints: "10.0.0.1:80"}), true)
 	select {
 	case <-changed:
 	default:
@@ -257,8 +278,7 @@ func TestClustersFollowScaledRevisions(t *testing.T) {
 		t.Fatalf("clusters = %v, want the scaled revision's only", names)
 	}
 	_, changed = a.Clusters()
-	st = &routing.State{Revisions: map[routing.Key]*v1.Revision{}}
-	a.Tick()
+	a.Retain(func(routing.Key) bool { return false }) // a full pass that found it gone
 	select {
 	case <-changed:
 	default:
@@ -266,5 +286,35 @@ func TestClustersFollowScaledRevisions(t *testing.T) {
 	}
 	if names, _ = a.Clusters(); len(names) != 0 {
 		t.Fatalf("clusters after removal = %v", names)
+	}
+}
+
+// Asking for a revision's instances is a query: it records nothing, tracks nothing and wakes
+// nothing. Only the loop's Upsert makes the autoscaler scale a revision.
+func TestInstancesHasNoSideEffects(t *testing.T) {
+	sc, m := newFakeScaler(), &fakeMetrics{}
+	a := New(sc, m, fakeAcks{}, Options{Defaults: scaling.Defaults(), Activator: activator})
+	rev := revisionFor("hello-00001", nil)
+	_, changed := a.Clusters()
+	for range 3 {
+		if in := a.Instances(rev); in.Ready || !in.Scaled || in.Reason != ReasonDeploying {
+			t.Fatalf("a revision not upserted yet: %+v, want the answer of a new one", in)
+		}
+	}
+	a.Tick()
+	if _, ok := a.Status(routing.KeyOf(rev)); ok || sc.want(routing.KeyOf(rev)) != 0 || len(m.tracked()) != 0 {
+		t.Fatalf("Instances created a record: status %v, scaler wants %d, tracked %v", ok, sc.want(routing.KeyOf(rev)), m.tracked())
+	}
+	select {
+	case <-changed:
+		t.Fatal("Instances changed the clusters the LRS server asks for")
+	case <-a.wake:
+		t.Fatal("Instances poked the autoscaler")
+	default:
+	}
+	a.Upsert(rev, true)
+	a.Tick()
+	if sc.want(routing.KeyOf(rev)) != 1 || len(m.tracked()) != 1 {
+		t.Fatalf("after Upsert: scaler wants %d, tracked %v; want its initial scale and its load tracked", sc.want(routing.KeyOf(rev)), m.tracked())
 	}
 }

@@ -146,7 +146,7 @@ func loadStore(b *testing.B, n int) *store.Store {
 		for i := lo; i < min(lo+batch, n); i++ {
 			objs = append(objs, benchService(i, 1, 0), benchService(i, 2, 80))
 		}
-		if _, err := st.Apply(objs, false); err != nil {
+		if _, err := st.Apply(context.Background(), objs, false); err != nil {
 			b.Fatalf("load services %d-%d: %v", lo, lo+batch-1, err)
 		}
 	}
@@ -184,7 +184,7 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 	e.loop = New(e.st, e.eps, envoy.NewTranslator(envoy.Options{}), e.srv, Options{
 		Routing: routing.Config{Domain: benchDomain},
 		Logger:  slog.New(slog.DiscardHandler),
-		Synced:  func(SyncStats) { once.Do(func() { close(firstPass) }) },
+		Synced:  func(context.Context, SyncStats) { once.Do(func() { close(firstPass) }) },
 	})
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = g.Serve(lis) })
@@ -400,7 +400,7 @@ func BenchmarkTrafficUpdateInProcess(b *testing.B) {
 					want = 20
 				}
 				start := time.Now()
-				res, err := e.st.Apply([]v1.Object{benchService(svc, 2, want)}, false)
+				res, err := e.st.Apply(context.Background(), []v1.Object{benchService(svc, 2, want)}, false)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -438,9 +438,9 @@ func BenchmarkFullSync(b *testing.B) {
 				l := New(st, eps, envoy.NewTranslator(envoy.Options{}), srv, Options{
 					Routing: routing.Config{Domain: benchDomain},
 					Logger:  slog.New(slog.DiscardHandler),
-					Synced:  func(s SyncStats) { stats = s },
+					Synced:  func(_ context.Context, s SyncStats) { stats = s },
 				})
-				if err := l.Sync(); err != nil {
+				if err := l.Sync(context.Background()); err != nil {
 					b.Fatal(err)
 				}
 				return stats

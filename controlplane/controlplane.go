@@ -1,7 +1,13 @@
-// Package controlplane is the loop that turns stored state into pushed xDS: store → routing
-// (reconcile statuses, build the table) → envoy (translate) → xds (diff and push). It is the only
-// writer of statuses and the only caller of the translator and of the xDS server's Update, so
-// none of those need to be safe for concurrent use.
+// Package controlplane is the loop that turns desired state into pushed xDS: source (what
+// changed) → routing (reconcile statuses, build the table) → envoy (translate) → xds (diff and
+// push). It is the only writer of statuses and the only caller of the translator and of the xDS
+// server's Update, so none of those need to be safe for concurrent use.
+//
+// The loop depends on three small interfaces, so each mode plugs in its own parts: a Source of
+// desired state (source.Source: the bbolt store standalone, informers on Kubernetes), Endpoints
+// (where revisions' instances are: the sluice.dev/endpoints annotation, the autoscaler for local
+// processes, EndpointSlices), and Revisions (what scales them, told of every revision's lifecycle
+// as Knative's MultiScaler is).
 package controlplane
 
 import (
@@ -12,8 +18,8 @@ import (
 
 	"github.com/sluice-dev/sluice/envoy"
 	"github.com/sluice-dev/sluice/routing"
-	"github.com/sluice-dev/sluice/routing/store"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
+	"github.com/sluice-dev/sluice/source"
 	"github.com/sluice-dev/sluice/xds"
 )
 
@@ -25,6 +31,22 @@ type Endpoints interface {
 	Changes() <-chan struct{}
 	// Changed returns the revisions whose instances changed since the last call.
 	Changed() []routing.Key
+}
+
+// Revisions is what scales revisions (the autoscaler). The loop tells it every revision's
+// lifecycle explicitly, as Knative's MultiScaler is told by its reconciler: it never learns of a
+// revision by being asked for its instances, so its answers (Endpoints.Instances) have no side
+// effects.
+type Revisions interface {
+	// Upsert says rev exists (new, or changed) and whether some route serves it or tags it.
+	Upsert(rev *v1.Revision, reachable bool)
+	// Delete says the revision is gone.
+	Delete(key routing.Key)
+	// Retain deletes every revision keep says is gone; a full pass calls it after upserting all.
+	Retain(keep func(routing.Key) bool)
+	// Pushed says the pass pushed tab to the clients: the backends diff names (all of them
+	// when diff.Full) are what clients are now sent. Waits for acknowledgements start from here.
+	Pushed(tab *routing.Table, diff routing.TableDiff)
 }
 
 // Static is the standalone source of issue 2: the sluice.dev/endpoints annotation.
@@ -40,10 +62,13 @@ func (Static) Changed() []routing.Key { return nil }
 type Options struct {
 	Routing routing.Config
 	Logger  *slog.Logger
+	// Revisions, when set, is told every revision's lifecycle (the autoscaler).
+	Revisions Revisions
 	// Now is the clock for condition transition times; default time.Now.
 	Now func() time.Time
-	// Synced, when set, is called after every pass with what it pushed (benchmarks, tests).
-	Synced func(SyncStats)
+	// Synced, when set, is called after every pass with the pass's context (the causes' values)
+	// and what it pushed (benchmarks, tests, the memory releaser).
+	Synced func(ctx context.Context, s SyncStats)
 }
 
 // SyncStats describe one pass of the loop.
@@ -57,8 +82,9 @@ type SyncStats struct {
 
 // Loop owns the translation from state to xDS.
 type Loop struct {
-	store  *store.Store
+	src    source.Source
 	eps    Endpoints
+	revs   Revisions
 	tables *routing.TableBuilder
 	tr     *envoy.Translator
 	xds    *xds.Server
@@ -66,10 +92,13 @@ type Loop struct {
 	log    *slog.Logger
 	// synced is false until a full pass succeeded; until then every pass is a full one.
 	synced bool
+	// last is the state the last successful pass built from (statuses included): which revisions
+	// a changed route served before is read from it.
+	last *routing.State
 }
 
 // New returns a Loop; Run drives it.
-func New(st *store.Store, eps Endpoints, tr *envoy.Translator, srv *xds.Server, opts Options) *Loop {
+func New(src source.Source, eps Endpoints, tr *envoy.Translator, srv *xds.Server, opts Options) *Loop {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -80,12 +109,12 @@ func New(st *store.Store, eps Endpoints, tr *envoy.Translator, srv *xds.Server, 
 	// serves anyone, has the server hold gRPC clients' requests for hosts until a pass built
 	// them from the very first client on (see xds.Server.WantedSnapshot).
 	srv.WantedSnapshot()
-	return &Loop{store: st, eps: eps, tables: routing.NewTableBuilder(opts.Routing), tr: tr, xds: srv, opts: opts, log: opts.Logger}
+	return &Loop{src: src, eps: eps, revs: opts.Revisions, tables: routing.NewTableBuilder(opts.Routing), tr: tr, xds: srv, opts: opts, log: opts.Logger}
 }
 
-// Run syncs once at start and then after every stored change or endpoint change, until ctx is
-// done. A failed pass is logged and retried on the next change: the last good resources keep
-// being served meanwhile.
+// Run syncs once at start and then after every change of the source or of endpoints, until ctx
+// is done. A failed pass is logged and retried: the last good resources keep being served
+// meanwhile.
 func (l *Loop) Run(ctx context.Context) error {
 	// A failed pass (a disk error writing statuses, say) is retried with backoff, not only on the
 	// next change: with static endpoints there may be no next change for a long time, and
@@ -95,7 +124,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		backoff = minRetry
 	)
 	pass := func() {
-		if err := l.Sync(); err != nil {
+		if err := l.Sync(ctx); err != nil {
 			l.log.Error("sync failed; retrying", "err", err, "in", backoff)
 			retry = time.After(backoff)
 			backoff = min(2*backoff, maxRetry)
@@ -108,7 +137,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-l.store.Changes():
+		case <-l.src.Changes():
 		case <-l.eps.Changes():
 		case <-l.xds.WantedChanges():
 			// A gRPC client subscribed to a host (or let go of one): Sync builds (or drops)
@@ -125,16 +154,42 @@ const (
 	maxRetry = 30 * time.Second
 )
 
+// causesKey is the context key of a pass's causes.
+type causesKey struct{}
+
+// Causes are the contexts of the writes a pass works on behalf of (source.Changed.Causes),
+// oldest first: an API call's, a watch event's. A tracer links the pass to each of them.
+func Causes(ctx context.Context) []context.Context {
+	c, _ := ctx.Value(causesKey{}).([]context.Context)
+	return c
+}
+
+// passContext is the context of one pass: a child of its first cause, so that what the cause
+// carries (a trace) flows from the write to the push, cancelled with the loop's ctx, and with
+// every cause reachable through Causes.
+func passContext(loop context.Context, causes []context.Context) (context.Context, context.CancelFunc) {
+	if len(causes) == 0 {
+		return context.WithCancel(loop)
+	}
+	ctx, cancel := context.WithCancel(context.WithValue(causes[0], causesKey{}, causes))
+	stop := context.AfterFunc(loop, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
 // Sync runs one pass: over what changed since the last pass, or over everything on the first one
-// (and after a failure, or when more changed than the store's journal holds).
-func (l *Loop) Sync() error {
+// (and after a failure, or when more changed than the source kept track of). ctx is the loop's;
+// the pass runs in a child of the changes' first cause.
+func (l *Loop) Sync(ctx context.Context) error {
 	start := time.Now()
-	changed, all := l.store.TakeChanged()
-	full := all || !l.synced
+	ch := l.src.TakeChanged()
+	ctx, cancel := passContext(ctx, ch.Causes)
+	defer cancel()
+	changed := ch.Refs
+	full := ch.All || !l.synced
 	// A failed pass is redone in full: what it took from the journal is lost with it.
 	l.synced = false
 
-	st := l.store.State()
+	st := l.src.State()
 	// Revisions whose instances changed need a new table; they need reconciling only when their
 	// readiness changed too. Scaling is the common case, and reconciling scans every revision
 	// and route of the State.
@@ -161,6 +216,7 @@ func (l *Loop) Sync() error {
 			changed = append(changed, routing.RefOf(o))
 		}
 	}
+	l.tellRevisions(st, changed, full)
 	if full {
 		changed = nil // the builder's "everything"
 	} else if changed == nil {
@@ -183,19 +239,64 @@ func (l *Loop) Sync() error {
 	}
 	// The wanted hosts are in the caches: requests of gRPC clients held for them can be answered.
 	l.xds.WantedServed(wantedGen)
+	if l.revs != nil {
+		l.revs.Pushed(tab, diff)
+	}
 	if len(updates) > 0 {
-		if err := l.store.UpdateStatus(updates); err != nil {
+		if err := l.src.UpdateStatus(ctx, updates); err != nil {
 			return fmt.Errorf("write statuses: %w", err)
 		}
 	}
-	l.synced = true
+	l.synced, l.last = true, st
 	s := SyncStats{StatusUpdates: len(updates), Hosts: len(tab.Hosts), Backends: len(tab.Backends), XDS: stats, Took: time.Since(start)}
 	if stats.Changed+stats.Deleted > 0 || s.StatusUpdates > 0 {
 		l.log.Debug("synced", "statuses", s.StatusUpdates, "hosts", s.Hosts, "backends", s.Backends,
 			"xdsChanged", stats.Changed, "xdsDeleted", stats.Deleted, "xdsBytes", stats.Bytes, "took", s.Took)
 	}
 	if l.opts.Synced != nil {
-		l.opts.Synced(s)
+		l.opts.Synced(ctx, s)
 	}
 	return nil
+}
+
+// tellRevisions tells Revisions what this pass changed of revisions' lifecycle: revisions
+// created, changed or deleted, and those whose reachability may have changed because a route that
+// serves (or served) them changed. st is the state with this pass's statuses. A full pass tells
+// every revision and drops the rest.
+func (l *Loop) tellRevisions(st *routing.State, changed []routing.Ref, full bool) {
+	if l.revs == nil {
+		return
+	}
+	if full || l.last == nil {
+		for k, rev := range st.Revisions {
+			l.revs.Upsert(rev, st.Reachable(k))
+		}
+		l.revs.Retain(func(k routing.Key) bool { return st.Revisions[k] != nil })
+		return
+	}
+	told := map[routing.Key]bool{}
+	tell := func(k routing.Key) {
+		if told[k] {
+			return
+		}
+		told[k] = true
+		if rev := st.Revisions[k]; rev != nil {
+			l.revs.Upsert(rev, st.Reachable(k))
+		} else {
+			l.revs.Delete(k)
+		}
+	}
+	for _, ref := range changed {
+		switch ref.Kind {
+		case v1.KindRevision:
+			tell(ref.Key)
+		case v1.KindRoute:
+			for _, k := range l.last.ServedRevisions(ref.Key) {
+				tell(k)
+			}
+			for _, k := range st.ServedRevisions(ref.Key) {
+				tell(k)
+			}
+		}
+	}
 }

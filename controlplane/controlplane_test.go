@@ -5,9 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/api/apiserver"
 	"github.com/sluice-dev/sluice/envoy"
 	"github.com/sluice-dev/sluice/routing"
 	"github.com/sluice-dev/sluice/routing/store"
@@ -71,7 +76,8 @@ func TestIncrementalSyncEqualsFullSync(t *testing.T) {
 	}
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	cfg := routing.Config{Domain: "example.com"}
-	loop := New(st, Static{}, envoy.NewTranslator(envoy.Options{}), srv, Options{Routing: cfg, Now: func() time.Time { return now }})
+	revs := &recordedRevisions{}
+	loop := New(st, Static{}, envoy.NewTranslator(envoy.Options{}), srv, Options{Routing: cfg, Revisions: revs, Now: func() time.Time { return now }})
 
 	steps := []struct {
 		name string
@@ -106,7 +112,7 @@ spec:
 		{"grpc lets go of a", wants(nil, []string{"a.default.example.com"},
 			"b.default.svc.cluster.local", "blue-a.default.example.com")},
 		{"delete b", func() error {
-			_, err := st.Delete(routing.Ref{Kind: v1.KindService, Key: routing.Key{Namespace: "default", Name: "b"}})
+			_, err := st.Delete(context.Background(), routing.Ref{Kind: v1.KindService, Key: routing.Key{Namespace: "default", Name: "b"}})
 			return err
 		}},
 	}
@@ -115,7 +121,7 @@ spec:
 			t.Fatalf("%s: %v", step.name, err)
 		}
 		now = now.Add(time.Second)
-		if err := loop.Sync(); err != nil {
+		if err := loop.Sync(context.Background()); err != nil {
 			t.Fatalf("%s: sync: %v", step.name, err)
 		}
 
@@ -124,6 +130,11 @@ spec:
 		got, want := versions(srv), versions(ref)
 		if !maps.EqualFunc(got, want, maps.Equal) {
 			t.Fatalf("%s: incremental caches differ from a full pass\n got %v\nwant %v", step.name, got, want)
+		}
+		// What the loop told Revisions, pass by pass, is what a full pass tells: every revision,
+		// reachable when a route serves or tags it.
+		if got, want := revs.snapshot(), allRevisions(st.State()); !maps.Equal(got, want) {
+			t.Fatalf("%s: revisions told incrementally differ from a full pass\n got %v\nwant %v", step.name, got, want)
 		}
 		// The statuses the loop wrote are the fixed point: nothing is left to reconcile.
 		if left := routing.Reconcile(st.State(), routing.StaticEndpoints{}, cfg, now); len(left) != 0 {
@@ -138,7 +149,7 @@ func applyYAML(st *store.Store, y string) func() error {
 		if err != nil {
 			return err
 		}
-		_, err = st.Apply(objs, false)
+		_, err = st.Apply(context.Background(), objs, false)
 		return err
 	}
 }
@@ -201,7 +212,7 @@ func TestSyncFollowsInstanceReadiness(t *testing.T) {
 	loop := New(st, src, envoy.NewTranslator(envoy.Options{}), srv, Options{Routing: cfg})
 	check := func(step string) {
 		t.Helper()
-		if err := loop.Sync(); err != nil {
+		if err := loop.Sync(context.Background()); err != nil {
 			t.Fatalf("%s: %v", step, err)
 		}
 		ref := fullPass(t, srv, routing.BuildTable(st.State(), src, cfg))
@@ -283,4 +294,112 @@ func TestRunRetriesAFailedPass(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// recordedRevisions is a Revisions that keeps what it was told.
+type recordedRevisions struct {
+	mu     sync.Mutex
+	revs   map[routing.Key]bool // reachable
+	pushes int
+}
+
+func (r *recordedRevisions) Upsert(rev *v1.Revision, reachable bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.revs == nil {
+		r.revs = map[routing.Key]bool{}
+	}
+	r.revs[routing.KeyOf(rev)] = reachable
+}
+
+func (r *recordedRevisions) Delete(k routing.Key) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.revs, k)
+}
+
+func (r *recordedRevisions) Retain(keep func(routing.Key) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	maps.DeleteFunc(r.revs, func(k routing.Key, _ bool) bool { return !keep(k) })
+}
+
+func (r *recordedRevisions) Pushed(*routing.Table, routing.TableDiff) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pushes++
+}
+
+func (r *recordedRevisions) snapshot() map[routing.Key]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.revs)
+}
+
+// allRevisions is what a full pass tells Revisions about st.
+func allRevisions(st *routing.State) map[routing.Key]bool {
+	out := map[routing.Key]bool{}
+	for k := range st.Routes {
+		for _, rk := range st.ServedRevisions(k) {
+			if st.Revisions[rk] != nil {
+				out[rk] = true
+			}
+		}
+	}
+	for k := range st.Revisions {
+		if !out[k] {
+			out[k] = false
+		}
+	}
+	return out
+}
+
+type causeKey struct{}
+
+// A pass runs under the context of the write that caused it: an API call's values (a trace,
+// later) reach the push and the status write, and every cause is listed. A pass nobody wrote for
+// carries none. The API's handler hands its request's context to the store.
+func TestPassRunsUnderTheChangesCause(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	type pass struct {
+		cause  any
+		causes int
+	}
+	var passes []pass
+	loop := New(st, Static{}, envoy.NewTranslator(envoy.Options{}), newServer(t), Options{
+		Routing: routing.Config{Domain: "example.com"},
+		Synced: func(ctx context.Context, _ SyncStats) {
+			passes = append(passes, pass{ctx.Value(causeKey{}), len(Causes(ctx))})
+		},
+	})
+	api := apiserver.New(st, apiserver.Options{})
+	for i, name := range []string{"a", "b"} {
+		body := strings.NewReader(service(name, name+"-v1", "127.0.0.1:9001", ""))
+		req := httptest.NewRequestWithContext(context.WithValue(t.Context(), causeKey{}, i), "POST", "http://127.0.0.1/api/v1/apply", body)
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			t.Fatalf("apply %s: %d %s", name, rec.Code, rec.Body)
+		}
+	}
+	loopCtx, stop := context.WithCancel(t.Context())
+	if err := loop.Sync(loopCtx); err != nil {
+		t.Fatal(err)
+	}
+	if err := loop.Sync(loopCtx); err != nil {
+		t.Fatal(err)
+	}
+	want := []pass{{cause: 0, causes: 2}, {cause: nil, causes: 0}}
+	if !slices.Equal(passes, want) {
+		t.Fatalf("passes saw causes %+v, want %+v", passes, want)
+	}
+	// The loop's own cancellation still stops a pass that runs under a cause.
+	ctx, cancel := passContext(loopCtx, []context.Context{context.WithValue(context.Background(), causeKey{}, 1)})
+	defer cancel()
+	stop()
+	<-ctx.Done()
 }

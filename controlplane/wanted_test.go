@@ -133,7 +133,7 @@ func TestGRPCClientsGetHostsOnDemand(t *testing.T) {
 	passes := make(chan struct{}, 64)
 	loop := New(st, Static{}, envoy.NewTranslator(envoy.Options{}), srv, Options{
 		Routing: routing.Config{Domain: "example.com"},
-		Synced:  func(SyncStats) { passes <- struct{}{} },
+		Synced:  func(context.Context, SyncStats) { passes <- struct{}{} },
 	})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)

@@ -280,3 +280,40 @@ func clusterLocal(r *v1.Route) bool {
 // stamp is how times are stored: whole seconds in UTC, what survives a JSON round trip, so a
 // status read back from the store equals the one computed.
 func stamp(t time.Time) time.Time { return t.UTC().Truncate(time.Second) }
+
+// Reachable reports whether some Route serves revision k or names it with a tag: its status
+// traffic lists it, at any percent. A revision nobody can reach may scale to zero at once.
+// It looks only at the routes the index says refer to k, not at every Route.
+func (s *State) Reachable(k Key) bool {
+	for _, rk := range s.index().routesByRev.get(k) {
+		if rk.Namespace != k.Namespace {
+			continue
+		}
+		rt := s.Routes[rk]
+		if rt == nil {
+			continue
+		}
+		for _, t := range rt.Status.Traffic {
+			if t.RevisionName == k.Name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ServedRevisions are the revisions route k's status traffic names (what it serves or tags), in
+// the route's namespace; nil for a route that is absent.
+func (s *State) ServedRevisions(k Key) []Key {
+	rt := s.Routes[k]
+	if rt == nil {
+		return nil
+	}
+	var out []Key
+	for _, t := range rt.Status.Traffic {
+		if t.RevisionName != "" {
+			out = append(out, Key{Namespace: k.Namespace, Name: t.RevisionName})
+		}
+	}
+	return out
+}

@@ -1,6 +1,10 @@
 package routing
 
-import "time"
+import (
+	"slices"
+	"strings"
+	"time"
+)
 
 // Table is the resolved routing state: what every gateway and xDS client must do, with no
 // reference left to resolve (no "latest", no configuration names, no tags to look up). It is the
@@ -131,4 +135,13 @@ type Endpoint struct {
 // whatever its endpoints, so a scale event touches only the load assignment.
 func ClusterName(namespace, revision string) string {
 	return namespace + "/" + revision
+}
+
+// Backend returns the backend of cluster, found by binary search.
+func (t *Table) Backend(cluster string) (Backend, bool) {
+	i, ok := slices.BinarySearchFunc(t.Backends, cluster, func(b Backend, c string) int { return strings.Compare(b.Cluster, c) })
+	if !ok {
+		return Backend{}, false
+	}
+	return t.Backends[i], true
 }

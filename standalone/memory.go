@@ -30,7 +30,7 @@ func newMemoryReleaser(log *slog.Logger) *memoryReleaser {
 }
 
 // synced is the control-plane loop's Synced hook.
-func (m *memoryReleaser) synced(s controlplane.SyncStats) {
+func (m *memoryReleaser) synced(_ context.Context, s controlplane.SyncStats) {
 	n := s.XDS.Changed + s.XDS.Deleted + s.StatusUpdates
 	if n == 0 {
 		return

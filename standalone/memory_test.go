@@ -32,10 +32,10 @@ func TestMemoryReleaser(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	m.synced(controlplane.SyncStats{XDS: xds.UpdateStats{Changed: 150}})
+	m.synced(context.Background(), controlplane.SyncStats{XDS: xds.UpdateStats{Changed: 150}})
 	wait(1)
 	for range 4 {
-		m.synced(controlplane.SyncStats{StatusUpdates: 30}) // 120 in all: large, in small steps
+		m.synced(context.Background(), controlplane.SyncStats{StatusUpdates: 30}) // 120 in all: large, in small steps
 	}
 	wait(2)
 }

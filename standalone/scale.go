@@ -63,7 +63,7 @@ func (s *server) addScaling(srv *xds.Server, g *grpc.Server, xdsAddr net.Addr) (
 	if err != nil {
 		return nil, fmt.Errorf("start the local instances' supervisor: %w", err)
 	}
-	as = autoscaler.New(local.NewScaler(sup), collector, srv, s.store.State, autoscaler.Options{
+	as = autoscaler.New(local.NewScaler(sup), collector, srv, autoscaler.Options{
 		Defaults:     defaults,
 		Activator:    actEndpoint,
 		TickInterval: s.cfg.TickInterval,

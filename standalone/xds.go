@@ -61,14 +61,10 @@ func (s *server) addControlPlane(ctx context.Context) error {
 	s.add("memory", mem.run)
 
 	loop := controlplane.New(s.store, as, envoy.NewTranslator(gw), srv, controlplane.Options{
-		Routing: routing.Config{Domain: s.cfg.Domain},
-		Logger:  s.log,
-		// What the pass answered for scaled revisions is now what clients are sent: the
-		// autoscaler's waits for acknowledgements start from there.
-		Synced: func(st controlplane.SyncStats) {
-			as.Synced()
-			mem.synced(st)
-		},
+		Routing:   routing.Config{Domain: s.cfg.Domain},
+		Logger:    s.log,
+		Revisions: as,
+		Synced:    mem.synced,
 	})
 	s.api.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.api.Handle("GET /debug/xds", srv.DebugHandler())

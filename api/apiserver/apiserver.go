@@ -22,9 +22,9 @@ import (
 
 	"github.com/sluice-dev/sluice/api"
 	"github.com/sluice-dev/sluice/routing"
-	"github.com/sluice-dev/sluice/routing/store"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
 	"github.com/sluice-dev/sluice/routing/v1/manifest"
+	"github.com/sluice-dev/sluice/source"
 )
 
 // Options configure a Server.
@@ -42,15 +42,15 @@ type Options struct {
 
 // Server is an http.Handler.
 type Server struct {
-	store   *store.Store
+	store   source.Writer
 	opts    Options
 	log     *slog.Logger
 	mux     *http.ServeMux
 	handler http.Handler
 }
 
-// New builds the API over st.
-func New(st *store.Store, opts Options) *Server {
+// New builds the API over st: the store standalone.
+func New(st source.Writer, opts Options) *Server {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = api.MaxBodyBytes
 	}
@@ -188,14 +188,14 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, err.Error())
 		return
 	}
-	res, err := s.store.Apply(objs, dryRun)
+	res, err := s.store.Apply(r.Context(), objs, dryRun)
 	if err != nil {
 		err = sources.Attribute(err)
 		if _, ok := errors.AsType[*routing.ConflictError](err); ok {
 			writeError(w, http.StatusConflict, err.Error())
 			return
 		}
-		if _, ok := errors.AsType[*store.AdmissionError](err); ok {
+		if _, ok := errors.AsType[*source.AdmissionError](err); ok {
 			writeError(w, http.StatusUnprocessableEntity, err.Error())
 			return
 		}
@@ -208,7 +208,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		out.Results = append(out.Results, result(o.Ref, string(o.Action)))
 	}
 	for _, k := range res.Revisions {
-		out.Revisions = append(out.Revisions, result(routing.Ref{Kind: v1.KindRevision, Key: k}, string(store.Created)))
+		out.Revisions = append(out.Revisions, result(routing.Ref{Kind: v1.KindRevision, Key: k}, string(source.Created)))
 	}
 	if !dryRun && (len(res.Change.Put) > 0 || len(res.Change.Delete) > 0) {
 		s.log.Info("applied", "objects", len(res.Objects), "written", len(res.Change.Put), "deleted", len(res.Change.Delete), "revisionsCreated", len(res.Revisions))
@@ -356,13 +356,13 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ref := routing.Ref{Kind: kind, Key: routing.Key{Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}}
-	change, err := s.store.Delete(ref)
+	change, err := s.store.Delete(r.Context(), ref)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, source.ErrNotFound):
 		writeError(w, http.StatusNotFound, ref.String()+" not found")
 		return
 	case err != nil:
-		if _, ok := errors.AsType[*store.AdmissionError](err); ok {
+		if _, ok := errors.AsType[*source.AdmissionError](err); ok {
 			// routing.Delete refuses, e.g., a Route owned by a Service.
 			writeError(w, http.StatusConflict, err.Error())
 			return

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -34,7 +35,7 @@ func racingEnv(t *testing.T, skip, racing int64) (*env, *atomic.Int64) {
 				objs, err := v1.Decode([]byte(other), "other.yaml")
 				if err != nil {
 					t.Error(err)
-				} else if _, err := st.Apply(objs, false); err != nil {
+				} else if _, err := st.Apply(context.Background(), objs, false); err != nil {
 					t.Errorf("the other writer's apply: %v", err)
 				}
 			}

@@ -12,6 +12,7 @@ package store
 // time as well as memory; reported, not asserted).
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"testing"
@@ -73,7 +74,7 @@ func fillStore(tb testing.TB, s *Store, n int) {
 		for i := lo; i < min(lo+batch, n); i++ {
 			objs = append(objs, benchService(i, 1, 0), benchService(i, 2, 80))
 		}
-		if _, err := s.Apply(objs, false); err != nil {
+		if _, err := s.Apply(context.Background(), objs, false); err != nil {
 			tb.Fatalf("apply services %d-%d: %v", lo, lo+batch-1, err)
 		}
 	}
@@ -87,7 +88,7 @@ func fillStore(tb testing.TB, s *Store, n int) {
 		if pass == 3 {
 			tb.Fatalf("statuses still changing after %d passes", pass)
 		}
-		if err := s.UpdateStatus(updates); err != nil {
+		if err := s.UpdateStatus(context.Background(), updates); err != nil {
 			tb.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"reflect"
 	"testing"
@@ -96,11 +97,11 @@ func TestSharedPartsChangeNothingStored(t *testing.T) {
 	s.now = func() time.Time { return time.Date(2025, 1, 2, 0, 0, 0, 0, time.UTC) }
 	gen3 := benchService(1, 3, 50)
 	gen3.Spec.Traffic = benchService(1, 2, 50).Spec.Traffic
-	if _, err := s.Apply([]v1.Object{gen3, benchService(2, 2, 30)}, false); err != nil {
+	if _, err := s.Apply(context.Background(), []v1.Object{gen3, benchService(2, 2, 30)}, false); err != nil {
 		t.Fatal(err)
 	}
 	if updates := routing.Reconcile(s.State(), readyEverywhere{}, routing.Config{}, s.now()); len(updates) > 0 {
-		if err := s.UpdateStatus(updates); err != nil {
+		if err := s.UpdateStatus(context.Background(), updates); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -132,7 +133,7 @@ func TestEqualPodSpecsShared(t *testing.T) {
 	// Same image and env (TARGET=v1) in both; only the limits differ.
 	a.Spec.Template.Spec.ContainerConcurrency = ptr(int64(5))
 	b.Spec.Template.Spec.ContainerConcurrency = ptr(int64(10))
-	if _, err := s.Apply([]v1.Object{a, b}, false); err != nil {
+	if _, err := s.Apply(context.Background(), []v1.Object{a, b}, false); err != nil {
 		t.Fatal(err)
 	}
 	check := func(st *routing.State) {

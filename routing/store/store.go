@@ -8,6 +8,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/sluice-dev/sluice/routing"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
+	"github.com/sluice-dev/sluice/source"
 )
 
 // FileName is the bbolt file inside the data dir.
@@ -31,16 +33,6 @@ const FileName = "sluice.db"
 
 // lockFileName is the data dir's lock, held while a Store is open.
 const lockFileName = "sluice.lock"
-
-// ErrNotFound is returned (wrapped) when an object named by a Ref does not exist.
-var ErrNotFound = errors.New("not found")
-
-// AdmissionError is routing refusing the input (invalid, or not allowed in the current State).
-// Nothing was written. Other errors from a write are the store's own (disk, encoding).
-type AdmissionError struct{ Err error }
-
-func (e *AdmissionError) Error() string { return e.Err.Error() }
-func (e *AdmissionError) Unwrap() error { return e.Err }
 
 // lockTimeout bounds how long Open waits for another process's lock on the file. A variable so
 // the lock test does not wait a full second.
@@ -54,34 +46,8 @@ var buckets = map[string][]byte{
 	v1.KindRevision:      []byte("revisions"),
 }
 
-// Action says what Apply did (or, in a dry run, would do) to one object.
-type Action string
-
-// Actions, worded as kubectl prints them.
-const (
-	Created    Action = "created"
-	Configured Action = "configured"
-	Unchanged  Action = "unchanged"
-)
-
-// Outcome is what happened to one object.
-type Outcome struct {
-	Ref    routing.Ref
-	Action Action
-}
-
-// Result reports an Apply.
-type Result struct {
-	// Objects has one entry per object given to Apply, in the order given.
-	Objects []Outcome
-	// Revisions lists the revisions the apply created, sorted by namespace and name.
-	Revisions []routing.Key
-	// Change is what was (or, in a dry run, would have been) written, without the objects that
-	// were already stored byte for byte.
-	Change routing.Change
-}
-
-// Store is the on-disk State plus its in-memory snapshot.
+// Store is the on-disk State plus its in-memory snapshot: standalone sluice's source.Source and
+// source.Writer.
 type Store struct {
 	db      *bolt.DB
 	lock    *os.File   // flock on the data dir, see lockDir
@@ -95,6 +61,7 @@ type Store struct {
 	journalMu   sync.Mutex
 	journal     []routing.Ref
 	journalFull bool // the journal overflowed: the reader must treat everything as changed
+	causes      []context.Context
 }
 
 // maxJournal bounds the journal when nobody drains it; past it the reader is told to rebuild all.
@@ -228,19 +195,19 @@ func (s *Store) State() *routing.State { return s.state.Load() }
 func (s *Store) Changes() <-chan struct{} { return s.changes }
 
 // Apply admits objs (all or nothing) and, unless dryRun, commits the resulting Change.
-func (s *Store) Apply(objs []v1.Object, dryRun bool) (Result, error) {
+func (s *Store) Apply(ctx context.Context, objs []v1.Object, dryRun bool) (source.Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.State()
 	change, err := routing.Apply(cur, objs, s.now())
 	if err != nil {
-		return Result{}, &AdmissionError{Err: err}
+		return source.Result{}, &source.AdmissionError{Err: err}
 	}
 	change, err = effective(cur, change)
 	if err != nil {
-		return Result{}, err
+		return source.Result{}, err
 	}
-	res := Result{Change: change}
+	res := source.Result{Change: change}
 	changed := make(map[routing.Ref]bool, len(change.Put))
 	for _, o := range change.Put {
 		r := routing.RefOf(o)
@@ -255,14 +222,14 @@ func (s *Store) Apply(objs []v1.Object, dryRun bool) (Result, error) {
 		d := v1.Clone(o)
 		v1.SetDefaults(d)
 		r := routing.RefOf(d)
-		a := Unchanged
+		a := source.Unchanged
 		switch {
 		case cur.Get(r) == nil:
-			a = Created
+			a = source.Created
 		case changed[r]:
-			a = Configured
+			a = source.Configured
 		}
-		res.Objects = append(res.Objects, Outcome{Ref: r, Action: a})
+		res.Objects = append(res.Objects, source.Outcome{Ref: r, Action: a})
 	}
 	if dryRun {
 		return res, nil
@@ -273,14 +240,14 @@ func (s *Store) Apply(objs []v1.Object, dryRun bool) (Result, error) {
 	for _, o := range change.Put {
 		sh.object(o)
 	}
-	if err := s.commit(cur, change); err != nil {
-		return Result{}, err
+	if err := s.commit(ctx, cur, change); err != nil {
+		return source.Result{}, err
 	}
 	return res, nil
 }
 
 // Delete removes the object ref names and whatever it owns.
-func (s *Store) Delete(ref routing.Ref) (routing.Change, error) {
+func (s *Store) Delete(ctx context.Context, ref routing.Ref) (routing.Change, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.State()
@@ -288,13 +255,13 @@ func (s *Store) Delete(ref routing.Ref) (routing.Change, error) {
 		return routing.Change{}, fmt.Errorf("delete %s %s/%s: unknown kind", ref.Kind, ref.Namespace, ref.Name)
 	}
 	if cur.Get(ref) == nil {
-		return routing.Change{}, fmt.Errorf("%s: %w", ref, ErrNotFound)
+		return routing.Change{}, fmt.Errorf("%s: %w", ref, source.ErrNotFound)
 	}
 	change, err := routing.Delete(cur, ref)
 	if err != nil {
-		return routing.Change{}, &AdmissionError{Err: err}
+		return routing.Change{}, &source.AdmissionError{Err: err}
 	}
-	if err := s.commit(cur, change); err != nil {
+	if err := s.commit(ctx, cur, change); err != nil {
 		return routing.Change{}, err
 	}
 	return change, nil
@@ -303,7 +270,7 @@ func (s *Store) Delete(ref routing.Ref) (routing.Change, error) {
 // UpdateStatus writes the status of each object onto the object currently stored under its name,
 // so that a spec that changed since the caller read its State is kept. Objects deleted meanwhile
 // are skipped: their status no longer matters.
-func (s *Store) UpdateStatus(objs []v1.Object) error {
+func (s *Store) UpdateStatus(_ context.Context, objs []v1.Object) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.State()
@@ -333,14 +300,15 @@ func (s *Store) UpdateStatus(objs []v1.Object) error {
 	return s.write(cur, change)
 }
 
-// TakeChanged returns the objects Apply and Delete changed since the last call, and all=true when
-// more changed than the journal holds (the caller must then treat everything as changed).
-func (s *Store) TakeChanged() (refs []routing.Ref, all bool) {
+// TakeChanged returns the objects Apply and Delete changed since the last call, with the contexts
+// of the calls; All is set when more changed than the journal holds (the caller must then treat
+// everything as changed).
+func (s *Store) TakeChanged() source.Changed {
 	s.journalMu.Lock()
 	defer s.journalMu.Unlock()
-	refs, all = s.journal, s.journalFull
-	s.journal, s.journalFull = nil, false
-	return refs, all
+	c := source.Changed{Refs: s.journal, All: s.journalFull, Causes: s.causes}
+	s.journal, s.journalFull, s.causes = nil, false, nil
+	return c
 }
 
 // withStatus copies stored (shallowly: stored objects are immutable, sharing is safe) with the
@@ -408,7 +376,7 @@ func equalJSON(a, b v1.Object) (bool, error) {
 }
 
 // commit writes c, journals it and signals. Called with mu held.
-func (s *Store) commit(cur *routing.State, c routing.Change) error {
+func (s *Store) commit(ctx context.Context, cur *routing.State, c routing.Change) error {
 	if len(c.Put) == 0 && len(c.Delete) == 0 {
 		return nil
 	}
@@ -423,6 +391,9 @@ func (s *Store) commit(cur *routing.State, c routing.Change) error {
 			s.journal = append(s.journal, routing.RefOf(o))
 		}
 		s.journal = append(s.journal, c.Delete...)
+	}
+	if len(s.causes) < source.MaxCauses {
+		s.causes = append(s.causes, source.Cause(ctx))
 	}
 	s.journalMu.Unlock()
 	select {
@@ -512,3 +483,9 @@ func sortKeys(ks []routing.Key) {
 		return strings.Compare(a.Name, b.Name)
 	})
 }
+
+// A Store is the standalone control plane's source of desired state and where users write to.
+var (
+	_ source.Source = (*Store)(nil)
+	_ source.Writer = (*Store)(nil)
+)

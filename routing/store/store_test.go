@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/sluice-dev/sluice/routing"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
+	"github.com/sluice-dev/sluice/source"
 )
 
 const helloV1 = `
@@ -81,11 +83,11 @@ var helloKey = routing.Key{Namespace: "default", Name: "hello"}
 func TestStatePersistsAcrossReopen(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
-	res, err := s.Apply(decode(t, helloV1), false)
+	res, err := s.Apply(context.Background(), decode(t, helloV1), false)
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	if len(res.Objects) != 1 || res.Objects[0].Action != Created {
+	if len(res.Objects) != 1 || res.Objects[0].Action != source.Created {
 		t.Fatalf("Objects = %+v, want one created", res.Objects)
 	}
 	if want := []routing.Key{{Namespace: "default", Name: "hello-00001"}}; !equalKeys(res.Revisions, want) {
@@ -107,11 +109,11 @@ func TestStatePersistsAcrossReopen(t *testing.T) {
 
 	// The same YAML again is a no-op: nothing written, nothing signalled, pointers kept.
 	before := st.Services[helloKey]
-	res, err = s.Apply(decode(t, helloV1), false)
+	res, err = s.Apply(context.Background(), decode(t, helloV1), false)
 	if err != nil {
 		t.Fatalf("re-Apply: %v", err)
 	}
-	if res.Objects[0].Action != Unchanged || len(res.Revisions) != 0 {
+	if res.Objects[0].Action != source.Unchanged || len(res.Revisions) != 0 {
 		t.Fatalf("re-Apply result = %+v, want unchanged and no revision", res)
 	}
 	if s.State().Services[helloKey] != before {
@@ -123,11 +125,11 @@ func TestStatePersistsAcrossReopen(t *testing.T) {
 	default:
 	}
 
-	res, err = s.Apply(decode(t, helloV2), false)
+	res, err = s.Apply(context.Background(), decode(t, helloV2), false)
 	if err != nil {
 		t.Fatalf("Apply v2: %v", err)
 	}
-	if res.Objects[0].Action != Configured {
+	if res.Objects[0].Action != source.Configured {
 		t.Errorf("v2 action = %s, want configured", res.Objects[0].Action)
 	}
 	if want := []routing.Key{{Namespace: "default", Name: "hello-00002"}}; !equalKeys(res.Revisions, want) {
@@ -139,15 +141,15 @@ func TestApplyErrorWritesNothing(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
 	// The valid document comes first: an error in the second must keep the first out too.
-	_, err := s.Apply(decode(t, helloV1, badTraffic), false)
+	_, err := s.Apply(context.Background(), decode(t, helloV1, badTraffic), false)
 	if err == nil {
 		t.Fatal("Apply with traffic to an unknown revision: want an error")
 	}
 	if !strings.Contains(err.Error(), "broken-00009") {
 		t.Errorf("error %q should name the unknown revision", err)
 	}
-	if _, ok := errors.AsType[*AdmissionError](err); !ok {
-		t.Errorf("error %T is not an *AdmissionError", err)
+	if _, ok := errors.AsType[*source.AdmissionError](err); !ok {
+		t.Errorf("error %T is not an *source.AdmissionError", err)
 	}
 	if n := count(s.State()); n != 0 {
 		t.Errorf("in memory: %d objects after a failed apply, want 0", n)
@@ -170,11 +172,11 @@ func TestApplyErrorWritesNothing(t *testing.T) {
 func TestDryRunChangesNothing(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
-	res, err := s.Apply(decode(t, helloV1), true)
+	res, err := s.Apply(context.Background(), decode(t, helloV1), true)
 	if err != nil {
 		t.Fatalf("dry run: %v", err)
 	}
-	if len(res.Objects) != 1 || res.Objects[0].Action != Created || len(res.Revisions) != 1 {
+	if len(res.Objects) != 1 || res.Objects[0].Action != source.Created || len(res.Revisions) != 1 {
 		t.Errorf("dry run result = %+v, want the service created with one revision", res)
 	}
 	if n := count(s.State()); n != 0 {
@@ -213,17 +215,17 @@ func TestOpenLockedDataDir(t *testing.T) {
 func TestUpdateStatusKeepsNewerSpec(t *testing.T) {
 	s := open(t, t.TempDir())
 	defer s.Close()
-	if _, err := s.Apply(decode(t, helloV1), false); err != nil {
+	if _, err := s.Apply(context.Background(), decode(t, helloV1), false); err != nil {
 		t.Fatal(err)
 	}
 	<-s.Changes()
 	stale := *s.State().Services[helloKey] // what a reconcile loop read before the next apply
-	if _, err := s.Apply(decode(t, helloV2), false); err != nil {
+	if _, err := s.Apply(context.Background(), decode(t, helloV2), false); err != nil {
 		t.Fatal(err)
 	}
 	stale.Status.LatestCreatedRevisionName = "hello-00001"
 	stale.Status.URL = "http://hello.default.example.com"
-	if err := s.UpdateStatus([]v1.Object{&stale}); err != nil {
+	if err := s.UpdateStatus(context.Background(), []v1.Object{&stale}); err != nil {
 		t.Fatalf("UpdateStatus: %v", err)
 	}
 	got := s.State().Services[helloKey]
@@ -235,10 +237,10 @@ func TestUpdateStatusKeepsNewerSpec(t *testing.T) {
 	}
 
 	// A status for an object deleted meanwhile is dropped, not resurrected.
-	if _, err := s.Delete(routing.Ref{Kind: v1.KindService, Key: helloKey}); err != nil {
+	if _, err := s.Delete(context.Background(), routing.Ref{Kind: v1.KindService, Key: helloKey}); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	if err := s.UpdateStatus([]v1.Object{&stale}); err != nil {
+	if err := s.UpdateStatus(context.Background(), []v1.Object{&stale}); err != nil {
 		t.Fatalf("UpdateStatus after delete: %v", err)
 	}
 	if s.State().Services[helloKey] != nil {
@@ -249,14 +251,14 @@ func TestUpdateStatusKeepsNewerSpec(t *testing.T) {
 func TestDelete(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
-	if _, err := s.Apply(decode(t, helloV1), false); err != nil {
+	if _, err := s.Apply(context.Background(), decode(t, helloV1), false); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.Delete(routing.Ref{Kind: v1.KindService, Key: routing.Key{Namespace: "default", Name: "nope"}})
-	if !errors.Is(err, ErrNotFound) {
-		t.Errorf("Delete of a missing service: err = %v, want ErrNotFound", err)
+	_, err := s.Delete(context.Background(), routing.Ref{Kind: v1.KindService, Key: routing.Key{Namespace: "default", Name: "nope"}})
+	if !errors.Is(err, source.ErrNotFound) {
+		t.Errorf("Delete of a missing service: err = %v, want source.ErrNotFound", err)
 	}
-	if _, err := s.Delete(routing.Ref{Kind: v1.KindService, Key: helloKey}); err != nil {
+	if _, err := s.Delete(context.Background(), routing.Ref{Kind: v1.KindService, Key: helloKey}); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
 	if n := count(s.State()); n != 0 {
@@ -273,10 +275,10 @@ func TestDelete(t *testing.T) {
 func TestChangesCoalesce(t *testing.T) {
 	s := open(t, t.TempDir())
 	defer s.Close()
-	if _, err := s.Apply(decode(t, helloV1), false); err != nil {
+	if _, err := s.Apply(context.Background(), decode(t, helloV1), false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Apply(decode(t, helloV2), false); err != nil {
+	if _, err := s.Apply(context.Background(), decode(t, helloV2), false); err != nil {
 		t.Fatal(err)
 	}
 	<-s.Changes()
@@ -305,13 +307,13 @@ func equalKeys(a, b []routing.Key) bool {
 
 func TestTakeChangedJournalsAppliesAndDeletesButNotStatuses(t *testing.T) {
 	s := open(t, t.TempDir())
-	if refs, all := s.TakeChanged(); len(refs) != 0 || all {
+	if refs, all := take(s); len(refs) != 0 || all {
 		t.Fatalf("fresh store journal = %v, %v; want empty", refs, all)
 	}
-	if _, err := s.Apply(decode(t, helloV1), false); err != nil {
+	if _, err := s.Apply(context.Background(), decode(t, helloV1), false); err != nil {
 		t.Fatal(err)
 	}
-	refs, all := s.TakeChanged()
+	refs, all := take(s)
 	if all {
 		t.Fatal("journal overflowed after one apply")
 	}
@@ -329,16 +331,16 @@ func TestTakeChangedJournalsAppliesAndDeletesButNotStatuses(t *testing.T) {
 			t.Errorf("journal %v lacks %v", refs, want)
 		}
 	}
-	if refs, _ := s.TakeChanged(); len(refs) != 0 {
+	if refs, _ := take(s); len(refs) != 0 {
 		t.Errorf("second TakeChanged = %v; want empty (it drains)", refs)
 	}
 
 	svc := *s.State().Services[routing.Key{Namespace: "default", Name: "hello"}]
 	svc.Status.URL = "http://hello.default.example.com"
-	if err := s.UpdateStatus([]v1.Object{&svc}); err != nil {
+	if err := s.UpdateStatus(context.Background(), []v1.Object{&svc}); err != nil {
 		t.Fatal(err)
 	}
-	if refs, _ := s.TakeChanged(); len(refs) != 0 {
+	if refs, _ := take(s); len(refs) != 0 {
 		t.Errorf("status write journaled %v; the loop writing statuses must not hear of its own writes", refs)
 	}
 	select {
@@ -348,10 +350,50 @@ func TestTakeChangedJournalsAppliesAndDeletesButNotStatuses(t *testing.T) {
 	default:
 	}
 
-	if _, err := s.Delete(routing.Ref{Kind: v1.KindService, Key: routing.Key{Namespace: "default", Name: "hello"}}); err != nil {
+	if _, err := s.Delete(context.Background(), routing.Ref{Kind: v1.KindService, Key: routing.Key{Namespace: "default", Name: "hello"}}); err != nil {
 		t.Fatal(err)
 	}
-	if refs, _ := s.TakeChanged(); len(refs) != 4 {
+	if refs, _ := take(s); len(refs) != 4 {
 		t.Errorf("journal after delete = %v; want the service and the 3 objects it owned", refs)
+	}
+}
+
+// take is TakeChanged as the journal's refs and overflow flag.
+func take(s *Store) ([]routing.Ref, bool) {
+	c := s.TakeChanged()
+	return c.Refs, c.All
+}
+
+type causeKey struct{}
+
+// The contexts of applies and deletes come back with what they changed, so the loop's pass can
+// work under them; status writes and dry runs add none, and the count is bounded.
+func TestTakeChangedCarriesTheWritesContexts(t *testing.T) {
+	s := open(t, t.TempDir())
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), causeKey{}, "apply-1"))
+	if _, err := s.Apply(ctx, decode(t, helloV1), false); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // the API call returned; its values must outlive it
+	if _, err := s.Apply(context.WithValue(context.Background(), causeKey{}, "dry"), decode(t, helloV2), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateStatus(context.WithValue(context.Background(), causeKey{}, "status"), []v1.Object{s.State().Services[routing.Key{Namespace: "default", Name: "hello"}]}); err != nil {
+		t.Fatal(err)
+	}
+	c := s.TakeChanged()
+	if len(c.Causes) != 1 || c.Causes[0].Value(causeKey{}) != "apply-1" || c.Causes[0].Err() != nil {
+		t.Fatalf("causes after one apply, a dry run and a status write = %v; want the apply's, not cancelled", c.Causes)
+	}
+	for i := range source.MaxCauses + 5 {
+		if _, err := s.Delete(context.WithValue(context.Background(), causeKey{}, i), routing.Ref{Kind: v1.KindService, Key: routing.Key{Namespace: "default", Name: "hello"}}); err != nil && !errors.Is(err, source.ErrNotFound) {
+			t.Fatal(err)
+		}
+		if _, err := s.Apply(context.Background(), decode(t, helloV1), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := s.TakeChanged(); len(c.Causes) != source.MaxCauses || c.Causes[0].Value(causeKey{}) != 0 {
+		t.Errorf("causes after many writes: %d, first %v; want the first %d", len(c.Causes), c.Causes[0].Value(causeKey{}), source.MaxCauses)
 	}
 }

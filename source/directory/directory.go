@@ -19,9 +19,9 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/sluice-dev/sluice/routing"
-	"github.com/sluice-dev/sluice/routing/store"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
 	"github.com/sluice-dev/sluice/routing/v1/manifest"
+	"github.com/sluice-dev/sluice/source"
 )
 
 // AnnotationSource marks an object as applied from a watched directory (its absolute path),
@@ -35,7 +35,7 @@ const DefaultDebounce = 200 * time.Millisecond
 // Watcher syncs Dir into Store.
 type Watcher struct {
 	Dir      string
-	Store    *store.Store
+	Store    source.Writer
 	Log      *slog.Logger
 	Debounce time.Duration
 }
@@ -72,7 +72,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return fmt.Errorf("watch %s: %w", dir, err)
 	}
 
-	w.sync(dir, log)
+	w.sync(ctx, dir, log)
 
 	// The timer is only ever read from this goroutine; a nil channel blocks until armed.
 	var timer *time.Timer
@@ -111,14 +111,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 			fire = timer.C
 		case <-fire:
 			fire = nil
-			w.sync(dir, log)
+			w.sync(ctx, dir, log)
 		}
 	}
 }
 
 // sync applies the directory and prunes what left it, logging the outcome in one line.
-func (w *Watcher) sync(dir string, log *slog.Logger) {
-	res, err := Sync(w.Store, dir)
+func (w *Watcher) sync(ctx context.Context, dir string, log *slog.Logger) {
+	res, err := Sync(ctx, w.Store, dir)
 	pruned := res.Pruned
 	if err != nil {
 		log.Error("directory not applied; the last good state keeps serving", "err", err)
@@ -138,7 +138,7 @@ func (w *Watcher) sync(dir string, log *slog.Logger) {
 
 // Report is what one Sync did.
 type Report struct {
-	store.Result
+	source.Result
 	// Pruned were applied from dir earlier and are gone from it: deleted.
 	Pruned []routing.Ref
 	// Skipped are in dir but were last applied by hand: left alone.
@@ -151,7 +151,7 @@ type Report struct {
 //
 // The apply is atomic; the pruning after it is one delete per object, each atomic. A failed
 // delete (say, a revision a remaining Route still names) is reported and retried next sync.
-func Sync(st *store.Store, dir string) (Report, error) {
+func Sync(ctx context.Context, st source.Writer, dir string) (Report, error) {
 	files, err := manifest.Files(dir)
 	if err != nil {
 		return Report{}, err
@@ -174,7 +174,7 @@ func Sync(st *store.Store, dir string) (Report, error) {
 		objs = append(objs, got...)
 	}
 	objs, skipped := withoutForeign(st.State(), objs, dir)
-	res, err := st.Apply(objs, false)
+	res, err := st.Apply(ctx, objs, false)
 	if err != nil {
 		return Report{}, fmt.Errorf("apply %s: %w", dir, sources.Attribute(err))
 	}
@@ -188,7 +188,7 @@ func Sync(st *store.Store, dir string) (Report, error) {
 		if keep[ref] {
 			continue
 		}
-		if _, err := st.Delete(ref); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if _, err := st.Delete(ctx, ref); err != nil && !errors.Is(err, source.ErrNotFound) {
 			errs = append(errs, fmt.Errorf("prune %s, which left %s: %w", ref, dir, err))
 			continue
 		}

@@ -52,7 +52,7 @@ func TestSync(t *testing.T) {
 	write(t, dir, "a.yaml", service("a", "example.com/a:v1"))
 	write(t, dir, "b.yaml", service("b", "example.com/b:v1"))
 
-	if _, err := Sync(st, dir); err != nil {
+	if _, err := Sync(context.Background(), st, dir); err != nil {
 		t.Fatalf("first sync: %v", err)
 	}
 	if st.State().Services[key("a")] == nil || st.State().Services[key("b")] == nil {
@@ -62,7 +62,7 @@ func TestSync(t *testing.T) {
 	// A bad edit keeps the last good state, the good file included.
 	write(t, dir, "a.yaml", service("a", "example.com/a:v2"))
 	write(t, dir, "b.yaml", strings.Replace(service("b", "example.com/b:v2"), "containers:", "containerz:", 1))
-	_, err := Sync(st, dir)
+	_, err := Sync(context.Background(), st, dir)
 	if err == nil || !strings.Contains(err.Error(), "b.yaml") || !strings.Contains(err.Error(), "containerz") {
 		t.Fatalf("sync with a bad file: err = %v, want it to name b.yaml and the field", err)
 	}
@@ -75,10 +75,10 @@ func TestSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	objs := decodeAll(t, service("manual", "example.com/m:v1"))
-	if _, err := st.Apply(objs, false); err != nil {
+	if _, err := st.Apply(context.Background(), objs, false); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Sync(st, dir)
+	rep, err := Sync(context.Background(), st, dir)
 	pruned := rep.Pruned
 	if err != nil {
 		t.Fatalf("sync after removing b.yaml: %v", err)
@@ -160,14 +160,14 @@ func TestSyncLeavesHandAppliedObjectsAlone(t *testing.T) {
 	st := openStore(t)
 	dir := t.TempDir()
 	write(t, dir, "a.yaml", service("a", "example.com/a:v1"))
-	if _, err := Sync(st, dir); err != nil {
+	if _, err := Sync(context.Background(), st, dir); err != nil {
 		t.Fatal(err)
 	}
 	// By hand, without the directory's annotation: a new image.
-	if _, err := st.Apply(decodeAll(t, service("a", "example.com/a:hand")), false); err != nil {
+	if _, err := st.Apply(context.Background(), decodeAll(t, service("a", "example.com/a:hand")), false); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Sync(st, dir)
+	rep, err := Sync(context.Background(), st, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestSyncLeavesHandAppliedObjectsAlone(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, "a.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	if rep, err := Sync(st, dir); err != nil || len(rep.Pruned) != 0 || st.State().Services[key("a")] == nil {
+	if rep, err := Sync(context.Background(), st, dir); err != nil || len(rep.Pruned) != 0 || st.State().Services[key("a")] == nil {
 		t.Errorf("sync after removing a.yaml: pruned %v, err %v; want the hand-applied service kept", rep.Pruned, err)
 	}
 }
@@ -199,7 +199,7 @@ func TestSyncIgnoresResourceVersions(t *testing.T) {
 		if !strings.Contains(withVersion(image), "resourceVersion") {
 			t.Fatal("the test's file has no resourceVersion")
 		}
-		if _, err := Sync(st, dir); err != nil {
+		if _, err := Sync(context.Background(), st, dir); err != nil {
 			t.Fatalf("sync of %s: %v", image, err)
 		}
 		if got := st.State().Services[key("a")].Spec.Template.Spec.Containers[0].Image; got != image {

@@ -114,7 +114,7 @@ type Autoscaler struct {
 	changed map[routing.Key]bool
 	// pushed are the load assignments of scaled revisions that the last passes pushed: what
 	// connected clients have been sent (or are being sent). The loop says so with Pushed.
-	pushed map[routing.Key]pushedBackend
+	pushed          map[routing.Key]pushedBackend
 	synced          chan struct{} // closed (and replaced) after every pass that pushed
 	clustersChanged chan struct{} // closed (and replaced) when a revision is added or removed
 	waits           sync.WaitGroup

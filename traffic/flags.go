@@ -41,10 +41,10 @@ func split(flag, v string) (pair, error) {
 	return pair{ref, value}, nil
 }
 
-// Compute returns the traffic block that results from applying f to current (a Service's
+// ApplyFlags returns the traffic block that results from applying f to current (a Service's
 // spec.traffic; empty means all traffic to the latest revision). revisions are the names of the
 // Service's existing revisions. current is not modified.
-func Compute(current []v1.TrafficTarget, revisions []string, f Flags) ([]v1.TrafficTarget, error) {
+func ApplyFlags(current []v1.TrafficTarget, revisions []string, f Flags) ([]v1.TrafficTarget, error) {
 	known := make(map[string]bool, len(revisions))
 	for _, r := range revisions {
 		known[r] = true

@@ -253,7 +253,8 @@ func weight(percent uint32) *wrapperspb.UInt32Value {
 }
 
 // buildAction is where a route sends requests: its splits and timeout, nothing of its match,
-// so a tag's route on the main host and the tag's own host share one.
+// so a tag's route on the main host and the tag's own host share one. The weights are the
+// splits' percents as they are; what they are is decided in package traffic (Group).
 func buildAction(hr *routing.HTTPRoute, headers headersFunc) *routev3.Route_Route {
 	action := &routev3.RouteAction{}
 	if hr.Timeout > 0 {

@@ -393,7 +393,8 @@ func (a *admission) route(r *v1.Route, svc *v1.Service) error {
 	return nil
 }
 
-// checkReferences rejects traffic that names what does not exist in the namespace.
+// checkReferences rejects traffic that names what does not exist in the namespace (sluice's
+// rule, stricter than Knative's; package traffic has the rest of the traffic rules).
 func (a *admission) checkReferences(k Key, from string) error {
 	r := a.routeAt(k)
 	for i, t := range r.Spec.Traffic {

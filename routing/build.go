@@ -6,6 +6,7 @@ import (
 	"time"
 
 	v1 "github.com/sluice-dev/sluice/routing/v1"
+	"github.com/sluice-dev/sluice/traffic"
 )
 
 // BuildTable resolves st into the routing Table. It routes by each Route's status.traffic (what
@@ -55,49 +56,26 @@ func compareBackends(a, b Backend) int { return cmp.Compare(a.Cluster, b.Cluster
 // and on the internal one, each its main host and a host per tag. Hosts of one route on the two
 // listeners share their HTTPRoute slices (they are equal, and nothing mutates them).
 func appendRouteHosts(hosts []VirtualHost, st *State, cfg Config, k Key, rt *v1.Route) []VirtualHost {
-	traffic := rt.Status.Traffic
-	if len(traffic) == 0 {
+	if len(rt.Status.Traffic) == 0 {
 		return hosts
 	}
 	ns := k.Namespace
-	// Tags in order, the last entry of a tag naming its revision; a traffic block has a few
-	// entries, so slices beat maps here.
-	type tagged struct{ tag, rev string }
-	var tags []tagged
-	for _, tt := range traffic {
-		if tt.Tag == "" {
-			continue
-		}
-		if i := slices.IndexFunc(tags, func(t tagged) bool { return t.tag == tt.Tag }); i >= 0 {
-			tags[i].rev = tt.RevisionName
-		} else {
-			tags = append(tags, tagged{tt.Tag, tt.RevisionName})
-		}
-	}
-	slices.SortFunc(tags, func(a, b tagged) int { return cmp.Compare(a.tag, b.tag) })
-
-	// Entries naming the same revision (say, a tag at 0% and the latest at 100%) share a split.
-	var splits []Split
-	for _, tt := range traffic {
-		if tt.Percent == nil || *tt.Percent <= 0 {
-			continue
-		}
-		if i := slices.IndexFunc(splits, func(s Split) bool { return s.Revision == tt.RevisionName }); i >= 0 {
-			splits[i].Percent += uint32(*tt.Percent)
-		} else {
-			splits = append(splits, split(ns, tt.RevisionName, uint32(*tt.Percent)))
-		}
-	}
-
+	var tagBuf [4]traffic.Tag
+	var shareBuf [4]traffic.Share
+	tags, shares := traffic.Group(rt.Status.Traffic, tagBuf[:0], shareBuf[:0])
 	main := make([]HTTPRoute, 0, len(tags)+1)
 	tagRoutes := make([][]HTTPRoute, len(tags))
 	for i, t := range tags {
-		r := route(st, ns, []Split{split(ns, t.rev, 100)}, "")
+		r := route(st, ns, []Split{split(ns, t.Revision, 100)}, "")
 		tagRoutes[i] = []HTTPRoute{r}
-		r.TagHeader = t.tag
+		r.TagHeader = t.Name
 		main = append(main, r)
 	}
-	if len(splits) > 0 {
+	if len(shares) > 0 {
+		splits := make([]Split, len(shares))
+		for i, s := range shares {
+			splits[i] = split(ns, s.Revision, s.Percent)
+		}
 		main = append(main, route(st, ns, splits, ""))
 	}
 	if len(main) == 0 {
@@ -106,7 +84,7 @@ func appendRouteHosts(hosts []VirtualHost, st *State, cfg Config, k Key, rt *v1.
 	add := func(vis Visibility, host func(tag string) string) {
 		for i, t := range tags {
 			hosts = append(hosts, VirtualHost{
-				Name: host(t.tag), Namespace: ns, Route: rt.Name, Tag: t.tag, Visibility: vis, Routes: tagRoutes[i],
+				Name: host(t.Name), Namespace: ns, Route: rt.Name, Tag: t.Name, Visibility: vis, Routes: tagRoutes[i],
 			})
 		}
 		hosts = append(hosts, VirtualHost{Name: host(""), Namespace: ns, Route: rt.Name, Visibility: vis, Routes: main})

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	v1 "github.com/sluice-dev/sluice/routing/v1"
+	"github.com/sluice-dev/sluice/traffic"
 )
 
 // The indexes answer ReconcileScoped's (and Delete's) questions "which revisions does this
@@ -158,19 +159,15 @@ func configurationLatest(k Key, c *v1.Configuration) (created, ready Key) {
 
 // routeRefs calls f with every configuration (ixRoutesByCfg) and revision (ixRoutesByRev) the
 // route refers to, possibly more than once each: a spec target naming a revision refers to it,
-// one without follows the latest of its configuration (configurationName, or the route's own
-// name for a Service's route), and every served (status) target refers to its revision.
+// one without follows the latest of its configuration (traffic.Follows), and every served
+// (status) target refers to its revision.
 func routeRefs(k Key, rt *v1.Route, f func(which int, ref Key)) {
 	for _, t := range rt.Spec.Traffic {
-		if t.RevisionName != "" {
+		if c := traffic.Follows(t, rt.Name); c != "" {
+			f(ixRoutesByCfg, Key{Namespace: k.Namespace, Name: c})
+		} else {
 			f(ixRoutesByRev, Key{Namespace: k.Namespace, Name: t.RevisionName})
-			continue
 		}
-		c := t.ConfigurationName
-		if c == "" {
-			c = rt.Name
-		}
-		f(ixRoutesByCfg, Key{Namespace: k.Namespace, Name: c})
 	}
 	for _, t := range rt.Status.Traffic {
 		f(ixRoutesByRev, Key{Namespace: k.Namespace, Name: t.RevisionName})

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/sluice-dev/sluice/routing/v1"
+	"github.com/sluice-dev/sluice/traffic"
 )
 
 // Reasons a Route is not ready.
@@ -192,11 +193,15 @@ type reconciler struct {
 	// scratch is reused to resolve each route's traffic; it is copied only when it differs from
 	// what the route's status holds.
 	scratch []v1.TrafficTarget
+	// lookup answers traffic.Resolve for the route being resolved.
+	lookup nsLookup
 }
 
 func newReconciler(st *State, src EndpointSource, cfg Config, now time.Time) *reconciler {
-	return &reconciler{st: st, src: src, cfg: cfg, now: metav1.NewTime(stamp(now)),
+	r := &reconciler{st: st, src: src, cfg: cfg, now: metav1.NewTime(stamp(now)),
 		revs: map[Key]*v1.Revision{}, cfgs: map[Key]*v1.Configuration{}, routes: map[Key]*v1.Route{}}
+	r.lookup.r = r
+	return r
 }
 
 // sortOut sorts by key what was added to out since the last call: the objects of one kind.
@@ -369,49 +374,57 @@ func sameSlice[T any](a, b []T) bool {
 	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
-// resolve turns a route's desired traffic into concrete revisions in r.scratch, or says why it
-// cannot be served yet.
+// resolve turns a route's desired traffic into concrete revisions in r.scratch (see
+// traffic.Resolve), with the URLs of tagged entries, or says why it cannot be served yet.
 func (r *reconciler) resolve(rt *v1.Route, local bool) (reason, msg string) {
 	ns := rt.Namespace
-	r.scratch = r.scratch[:0]
-	for _, t := range rt.Spec.Traffic {
-		name := t.RevisionName
-		if name == "" {
-			cfgName := t.ConfigurationName
-			if cfgName == "" {
-				// latestRevision in a Service's route follows the Service's configuration.
-				cfgName = rt.Name
-			}
-			c := r.configurationAt(Key{Namespace: ns, Name: cfgName})
-			if c == nil {
-				return ReasonRevisionMissing, fmt.Sprintf("Configuration %q not found", cfgName)
-			}
-			name = c.Status.LatestReadyRevisionName
-			if name == "" {
-				return ReasonRevisionMissing, fmt.Sprintf("Configuration %q does not have any ready Revision", cfgName)
-			}
+	r.lookup.ns = ns
+	var why traffic.Reason
+	r.scratch, why, msg = traffic.Resolve(r.scratch, rt.Spec.Traffic, rt.Name, &r.lookup)
+	switch why {
+	case traffic.RevisionMissing:
+		return ReasonRevisionMissing, msg
+	case traffic.RevisionNotReady:
+		return ReasonRevisionNotReady, msg
+	}
+	for i := range r.scratch {
+		tag := r.scratch[i].Tag
+		if tag == "" {
+			continue
 		}
-		rev := r.rev(Key{Namespace: ns, Name: name})
-		if rev == nil {
-			return ReasonRevisionMissing, fmt.Sprintf("Revision %q referenced in traffic not found", name)
+		// Reuse the URL the status has for this entry when it is right, rather than build it.
+		if st := rt.Status.Traffic; i < len(st) && isRouteURL(st[i].URL, r.cfg, ns, rt.Name, tag, local) {
+			r.scratch[i].URL = st[i].URL
+		} else {
+			r.scratch[i].URL = routeURL(r.cfg, ns, rt.Name, tag, local)
 		}
-		if !isReady(rev.Status.Conditions) {
-			rc := readyCondition(rev.Status.Conditions)
-			return ReasonRevisionNotReady, fmt.Sprintf("Revision %q referenced in traffic is not ready: %s", name, rc.Message)
-		}
-		out := v1.TrafficTarget{Tag: t.Tag, RevisionName: name, LatestRevision: t.LatestRevision, Percent: t.Percent}
-		if t.Tag != "" {
-			// Reuse the URL the status has for this entry when it is right, rather than build it.
-			i := len(r.scratch)
-			if st := rt.Status.Traffic; i < len(st) && isRouteURL(st[i].URL, r.cfg, ns, rt.Name, t.Tag, local) {
-				out.URL = st[i].URL
-			} else {
-				out.URL = routeURL(r.cfg, ns, rt.Name, t.Tag, local)
-			}
-		}
-		r.scratch = append(r.scratch, out)
 	}
 	return "", ""
+}
+
+// nsLookup is traffic.Lookup over what a reconciler reads, in one namespace.
+type nsLookup struct {
+	r  *reconciler
+	ns string
+}
+
+func (l *nsLookup) LatestReadyRevision(configuration string) (string, bool) {
+	c := l.r.configurationAt(Key{Namespace: l.ns, Name: configuration})
+	if c == nil {
+		return "", false
+	}
+	return c.Status.LatestReadyRevisionName, true
+}
+
+func (l *nsLookup) RevisionReady(name string) (found, ready bool, message string) {
+	rev := l.r.rev(Key{Namespace: l.ns, Name: name})
+	if rev == nil {
+		return false, false, ""
+	}
+	if isReady(rev.Status.Conditions) {
+		return true, true, ""
+	}
+	return true, false, readyCondition(rev.Status.Conditions).Message
 }
 
 func (r *reconciler) service(k Key, svc *v1.Service) {

@@ -5,6 +5,8 @@
 // for; the activator re-chooses among those whose traffic it receives.
 package routes
 
+import "github.com/sluice-dev/sluice/traffic"
+
 // Target is one weighted cluster of a route: a revision's cluster, "namespace/revision".
 type Target struct {
 	Cluster string
@@ -35,7 +37,8 @@ func (h *Host) Match(tag string) (r *Route, ok bool) {
 	return nil, false
 }
 
-// Standing is what the activator knows of a revision.
+// Standing is what the activator knows of a revision. Standings are ordered: Pick prefers the
+// higher.
 type Standing uint8
 
 const (
@@ -55,7 +58,7 @@ const (
 // picks a revision the client could not have sent this request to. Without a proxied target (a
 // client acting on a stale assignment) it chooses among the known ones, and without those among
 // all, so the caller can wait for the control plane to name it. ok is false when no target has
-// weight.
+// weight. The weighted choice itself is traffic.Pick, with the standing as the rank.
 func Pick(targets []Target, standing func(cluster string) Standing, rnd uint64) (cluster string, ok bool) {
 	// One standing lookup per target, kept on the stack for the usual handful of targets.
 	var buf [8]Standing
@@ -66,26 +69,11 @@ func Pick(targets []Target, standing func(cluster string) Standing, rnd uint64) 
 	for _, t := range targets {
 		st = append(st, standing(t.Cluster))
 	}
-	for _, least := range [...]Standing{Proxied, Direct, Unknown} {
-		var total uint64
-		for i, t := range targets {
-			if st[i] >= least {
-				total += uint64(t.Weight)
-			}
-		}
-		if total == 0 {
-			continue
-		}
-		n := rnd % total
-		for i, t := range targets {
-			if st[i] < least || t.Weight == 0 {
-				continue
-			}
-			if n < uint64(t.Weight) {
-				return t.Cluster, true
-			}
-			n -= uint64(t.Weight)
-		}
+	i, ok := traffic.Pick(len(targets),
+		func(i int) uint32 { return targets[i].Weight },
+		func(i int) int { return int(st[i]) }, rnd)
+	if !ok {
+		return "", false
 	}
-	return "", false
+	return targets[i].Cluster, true
 }

@@ -14,9 +14,9 @@ import (
 
 	"github.com/sluice-dev/sluice/api"
 	"github.com/sluice-dev/sluice/api/apiclient"
-	"github.com/sluice-dev/sluice/cmd/sluice/internal/traffic"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
 	"github.com/sluice-dev/sluice/source/directory"
+	"github.com/sluice-dev/sluice/traffic"
 )
 
 func newServiceCmd(g *globals) *cobra.Command {
@@ -111,7 +111,7 @@ func updateService(cmd *cobra.Command, c *apiclient.Client, namespace, name stri
 			names = append(names, r.Name)
 		}
 	}
-	tt, err := traffic.Compute(svc.Spec.Traffic, names, f)
+	tt, err := traffic.ApplyFlags(svc.Spec.Traffic, names, f)
 	if err != nil {
 		return fmt.Errorf("service %s/%s: %w", namespace, svc.Name, err)
 	}

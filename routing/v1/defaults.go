@@ -26,11 +26,11 @@ func SetDefaults(o Object) {
 	switch o := o.(type) {
 	case *Service:
 		defaultRevisionSpec(&o.Spec.Template.Spec)
-		o.Spec.Traffic = defaultTraffic(o.Spec.Traffic)
+		o.Spec.Traffic = DefaultTraffic(o.Spec.Traffic)
 	case *Configuration:
 		defaultRevisionSpec(&o.Spec.Template.Spec)
 	case *Route:
-		o.Spec.Traffic = defaultTraffic(o.Spec.Traffic)
+		o.Spec.Traffic = DefaultTraffic(o.Spec.Traffic)
 	case *Revision:
 		defaultRevisionSpec(&o.Spec)
 	}
@@ -61,9 +61,11 @@ func defaultRevisionSpec(s *RevisionSpec) {
 	}
 }
 
-// defaultTraffic sends everything to the latest ready revision when no traffic is given, and
-// spells out latestRevision on every entry as Knative does (false when a revision is named).
-func defaultTraffic(tt []TrafficTarget) []TrafficTarget {
+// DefaultTraffic sends everything to the latest ready revision when no traffic is given, and
+// spells out latestRevision on every entry as Knative does (false when a revision is named). It
+// defaults tt in place. Package traffic explains Knative's traffic rules as a whole; this one
+// stays here because SetDefaults needs it and traffic imports v1.
+func DefaultTraffic(tt []TrafficTarget) []TrafficTarget {
 	if len(tt) == 0 {
 		return []TrafficTarget{{LatestRevision: ptr(true), Percent: ptr(int64(100))}}
 	}

@@ -219,6 +219,9 @@ func ParseEndpoints(s string) ([]netip.AddrPort, error) {
 	return out, nil
 }
 
+// validateTraffic is Knative's route_validation for spec.traffic. Package traffic explains these
+// rules with the rest of Knative's traffic semantics; the checks stay here, beside the other
+// field checks, because traffic imports v1.
 func validateTraffic(es *errs, p *field.Path, name string, tt []TrafficTarget, standaloneRoute bool) {
 	var sum int64
 	tags := map[string]int{}

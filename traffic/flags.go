@@ -1,10 +1,3 @@
-// Package traffic computes a Service's new spec.traffic from kn-style flags
-// (kn service update --traffic REV=PCT --tag REV=TAG --untag TAG).
-//
-// It follows kn's precedence: untag first, then tag, then percentages, and finally drop targets
-// left with neither traffic nor a tag. It differs from kn where kn guesses: percentages given with
-// --traffic must sum to exactly 100 (kn may hand the remainder to an unnamed revision), and a
-// revision must exist (kn leaves that to the server).
 package traffic
 
 import (
@@ -41,10 +34,16 @@ func split(flag, v string) (pair, error) {
 	return pair{ref, value}, nil
 }
 
-// Compute returns the traffic block that results from applying f to current (a Service's
-// spec.traffic; empty means all traffic to the latest revision). revisions are the names of the
-// Service's existing revisions. current is not modified.
-func Compute(current []v1.TrafficTarget, revisions []string, f Flags) ([]v1.TrafficTarget, error) {
+// ApplyFlags returns the traffic block that results from applying f to current (a Service's
+// spec.traffic; empty means all traffic to the latest revision), as
+// kn service update --traffic REV=PCT --tag REV=TAG --untag TAG does. revisions are the names of
+// the Service's existing revisions. current is not modified.
+//
+// It follows kn's precedence: untag first, then tag, then percentages, and finally drop targets
+// left with neither traffic nor a tag. It differs from kn where kn guesses: percentages given with
+// --traffic must sum to exactly 100 (kn may hand the remainder to an unnamed revision), and a
+// revision must exist (kn leaves that to the server).
+func ApplyFlags(current []v1.TrafficTarget, revisions []string, f Flags) ([]v1.TrafficTarget, error) {
 	known := make(map[string]bool, len(revisions))
 	for _, r := range revisions {
 		known[r] = true
@@ -61,7 +60,7 @@ func Compute(current []v1.TrafficTarget, revisions []string, f Flags) ([]v1.Traf
 
 	t := clone(current)
 	if len(t) == 0 {
-		t = []v1.TrafficTarget{{LatestRevision: ptr(true), Percent: ptr[int64](100)}}
+		t = v1.DefaultTraffic(nil)
 	}
 
 	var missing []string

@@ -20,7 +20,7 @@ func tt(rev string, pct int64, tag string) v1.TrafficTarget {
 	return t
 }
 
-func TestCompute(t *testing.T) {
+func TestApplyFlags(t *testing.T) {
 	revs := []string{"hello-00001", "hello-00002", "hello-00003"}
 	tests := []struct {
 		name    string
@@ -145,9 +145,9 @@ func TestCompute(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := js(t, tc.current)
-			got, err := Compute(tc.current, revs, tc.flags)
+			got, err := ApplyFlags(tc.current, revs, tc.flags)
 			if js(t, tc.current) != before {
-				t.Errorf("Compute modified its input")
+				t.Errorf("ApplyFlags modified its input")
 			}
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -156,7 +156,7 @@ func TestCompute(t *testing.T) {
 				return
 			}
 			if err != nil {
-				t.Fatalf("Compute: %v", err)
+				t.Fatalf("ApplyFlags: %v", err)
 			}
 			if g, w := js(t, got), js(t, tc.want); g != w {
 				t.Errorf("traffic =\n%s\nwant\n%s", g, w)

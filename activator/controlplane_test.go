@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluice-dev/sluice/activator/xdsclient"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // pokeWatcher is an LRS server that hands the test each cluster reported with requests in progress.
@@ -90,8 +91,8 @@ func TestScaleFromZeroThroughTheControlPlane(t *testing.T) {
 
 	s := serve(t, Options{ControlPlane: ln.Addr().String(), NodeID: "activator-test"})
 	node := <-pw.nodes
-	if node.GetId() != "activator-test" || node.GetUserAgentName() != "sluice-activator" ||
-		node.GetMetadata().GetFields()["sluice.dev/node-kind"].GetStringValue() != NodeKind {
+	if node.GetId() != "activator-test" || node.GetUserAgentName() != wire.ActivatorUserAgent ||
+		node.GetMetadata().GetFields()[wire.NodeKindMetadataKey].GetStringValue() != string(wire.NodeActivator) {
 		t.Fatalf("node = %v", node)
 	}
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluice-dev/sluice/envoy"
 	"github.com/sluice-dev/sluice/routing"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // cacheVersions is every cache's name → version, and the names go-control-plane's cache holds.
@@ -148,12 +149,12 @@ func TestUpdateChangedMissesWhatIsNotNamed(t *testing.T) {
 	h := newHarness(t)
 	res := fixture(2)
 	h.update(res)
-	before, _ := h.srv.Version(resource.EndpointType, revA, NodeEnvoy)
+	before, _ := h.srv.Version(resource.EndpointType, revA, wire.NodeEnvoy)
 	res.Endpoints[revA] = cla(revA, 9999)
 	if st, err := h.srv.UpdateChanged(res, Changes{Routes: []string{hostA}}); err != nil || st != (UpdateStats{}) {
 		t.Fatalf("UpdateChanged naming an unchanged route: %+v, %v", st, err)
 	}
-	if v, _ := h.srv.Version(resource.EndpointType, revA, NodeEnvoy); v != before {
+	if v, _ := h.srv.Version(resource.EndpointType, revA, wire.NodeEnvoy); v != before {
 		t.Fatal("a change that was not named was diffed")
 	}
 	if st, err := h.srv.UpdateChanged(res, Changes{Endpoints: []string{revA}}); err != nil || st.Changed != 1 {

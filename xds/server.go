@@ -54,6 +54,8 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // Resources is the full desired state, in the shape of envoy.Resources so the
@@ -116,8 +118,8 @@ const (
 
 // keyFor maps a request's type and the client's kind to its cache; ok is false
 // for a type sluice does not serve.
-func keyFor(typeURL string, kind NodeKind) (cacheKey, bool) {
-	if kind == NodeActivator {
+func keyFor(typeURL string, kind wire.NodeKind) (cacheKey, bool) {
+	if kind == wire.NodeActivator {
 		switch typeURL {
 		case resource.EndpointType:
 			return keyActivatorEDS, true
@@ -136,7 +138,7 @@ func keyFor(typeURL string, kind NodeKind) (cacheKey, bool) {
 	case resource.RouteType:
 		return keyRoutes, true
 	case resource.ListenerType:
-		if kind == NodeGRPC {
+		if kind == wire.NodeGRPC {
 			return keyGRPCListener, true
 		}
 		return keyEnvoyListener, true
@@ -148,7 +150,7 @@ func keyFor(typeURL string, kind NodeKind) (cacheKey, bool) {
 type cacheState struct {
 	key     cacheKey
 	typeURL string
-	kinds   []NodeKind // node kinds served from this cache
+	kinds   []wire.NodeKind // node kinds served from this cache
 	cache   *cache.LinearCache
 
 	entries map[string]*entry
@@ -213,7 +215,7 @@ func NewServer(ctx context.Context, opts Options) (*Server, error) {
 		caches:  make(map[cacheKey]*cacheState),
 	}
 	glog := gcpLogger{logger}
-	add := func(key cacheKey, typeURL string, kinds ...NodeKind) {
+	add := func(key cacheKey, typeURL string, kinds ...wire.NodeKind) {
 		s.caches[key] = &cacheState{
 			key:     key,
 			typeURL: typeURL,
@@ -222,19 +224,19 @@ func NewServer(ctx context.Context, opts Options) (*Server, error) {
 			entries: make(map[string]*entry),
 		}
 	}
-	add(keyClusters, resource.ClusterType, NodeEnvoy, NodeGRPC)
-	add(keyEndpoints, resource.EndpointType, NodeEnvoy, NodeGRPC)
-	add(keyRoutes, resource.RouteType, NodeEnvoy, NodeGRPC, NodeActivator)
-	add(keyEnvoyListener, resource.ListenerType, NodeEnvoy)
-	add(keyGRPCListener, resource.ListenerType, NodeGRPC)
-	add(keyActivatorEDS, resource.EndpointType, NodeActivator)
+	add(keyClusters, resource.ClusterType, wire.NodeEnvoy, wire.NodeGRPC)
+	add(keyEndpoints, resource.EndpointType, wire.NodeEnvoy, wire.NodeGRPC)
+	add(keyRoutes, resource.RouteType, wire.NodeEnvoy, wire.NodeGRPC, wire.NodeActivator)
+	add(keyEnvoyListener, resource.ListenerType, wire.NodeEnvoy)
+	add(keyGRPCListener, resource.ListenerType, wire.NodeGRPC)
+	add(keyActivatorEDS, resource.EndpointType, wire.NodeActivator)
 
 	mux := &cache.MuxCache{
 		Classify: func(r *cache.Request) string {
-			return string(classify(r.GetTypeUrl(), ClassifyNode(r.GetNode())))
+			return string(classify(r.GetTypeUrl(), wire.ClassifyNode(r.GetNode())))
 		},
 		ClassifyDelta: func(r *cache.DeltaRequest) string {
-			return string(classify(r.GetTypeUrl(), ClassifyNode(r.GetNode())))
+			return string(classify(r.GetTypeUrl(), wire.ClassifyNode(r.GetNode())))
 		},
 		Caches: make(map[string]cache.Cache, len(s.caches)),
 	}
@@ -249,7 +251,7 @@ func NewServer(ctx context.Context, opts Options) (*Server, error) {
 // classify is the MuxCache key. The tracker rejects unsupported types before a
 // watch is created, so the fallback key only shows up if that check is bypassed,
 // and then the mux's "no cache defined for key" error still names the type.
-func classify(typeURL string, kind NodeKind) cacheKey {
+func classify(typeURL string, kind wire.NodeKind) cacheKey {
 	if k, ok := keyFor(typeURL, kind); ok {
 		return k
 	}
@@ -617,7 +619,7 @@ func (s *Server) WantedChanges() <-chan struct{} { return s.nodes.wantedCh }
 
 // Version returns the current version of a resource as served to nodes of the
 // given kind (the kind matters for listeners only), and whether it exists.
-func (s *Server) Version(typeURL, name string, kind NodeKind) (string, bool) {
+func (s *Server) Version(typeURL, name string, kind wire.NodeKind) (string, bool) {
 	key, ok := keyFor(typeURL, kind)
 	if !ok {
 		return "", false

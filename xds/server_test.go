@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/sluice-dev/sluice/wire"
 )
 
 const (
@@ -25,32 +27,6 @@ const (
 	revA  = "default/svc0-00001"
 	revB  = "default/svc1-00001"
 )
-
-func TestClassifyNode(t *testing.T) {
-	override := func(ua, kind string) *core.Node {
-		return &core.Node{UserAgentName: ua, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			NodeKindMetadataKey: structpb.NewStringValue(kind),
-		}}}
-	}
-	for _, tc := range []struct {
-		node *core.Node
-		want NodeKind
-	}{
-		{&core.Node{UserAgentName: "envoy"}, NodeEnvoy},
-		{&core.Node{UserAgentName: "gRPC Go"}, NodeGRPC},
-		{&core.Node{UserAgentName: "gRPC Java"}, NodeGRPC},
-		{&core.Node{}, NodeEnvoy},
-		{nil, NodeEnvoy},
-		{&core.Node{UserAgentName: "curl"}, NodeEnvoy},
-		{override("gRPC Go", "envoy"), NodeEnvoy},
-		{override("envoy", "GRPC"), NodeGRPC},
-		{override("gRPC Go", "bogus"), NodeGRPC},
-	} {
-		if got := ClassifyNode(tc.node); got != tc.want {
-			t.Errorf("ClassifyNode(%v) = %s, want %s", tc.node, got, tc.want)
-		}
-	}
-}
 
 func TestUpdateDiffs(t *testing.T) {
 	h := newHarness(t)
@@ -74,7 +50,7 @@ func TestUpdateDiffs(t *testing.T) {
 	if st.Changed != 1 || st.Deleted != 1 || st.Bytes == 0 {
 		t.Fatalf("one changed, one deleted: %+v", st)
 	}
-	if _, ok := h.srv.Version(resource.ClusterType, revB, NodeEnvoy); ok {
+	if _, ok := h.srv.Version(resource.ClusterType, revB, wire.NodeEnvoy); ok {
 		t.Error("deleted cluster still has a version")
 	}
 
@@ -91,8 +67,8 @@ func TestVersionsFromContent(t *testing.T) {
 	a, b := newHarness(t), newHarness(t)
 	a.update(fixture(2))
 	b.update(fixture(2))
-	va, _ := a.srv.Version(resource.RouteType, hostA, NodeEnvoy)
-	vb, _ := b.srv.Version(resource.RouteType, hostA, NodeGRPC)
+	va, _ := a.srv.Version(resource.RouteType, hostA, wire.NodeEnvoy)
+	vb, _ := b.srv.Version(resource.RouteType, hostA, wire.NodeGRPC)
 	if va == "" || va != vb {
 		t.Fatalf("versions differ across servers: %q vs %q", va, vb)
 	}
@@ -117,7 +93,7 @@ func TestDeltaInitialFetchAndOneRouteChange(t *testing.T) {
 		t.Fatalf("update: %+v", st)
 	}
 	r = c.recv()
-	want, _ := h.srv.Version(resource.RouteType, hostA, NodeEnvoy)
+	want, _ := h.srv.Version(resource.RouteType, hostA, wire.NodeEnvoy)
 	if got := deltaNames(r); len(got) != 1 || got[hostA] != want || len(r.GetRemovedResources()) != 0 {
 		t.Fatalf("after one route change got %v removed %v, want only %s@%s", got, r.GetRemovedResources(), hostA, want)
 	}
@@ -191,7 +167,7 @@ func TestNACK(t *testing.T) {
 	if r2.GetVersionInfo() == r.GetVersionInfo() {
 		t.Fatalf("rejected version %s sent again", r.GetVersionInfo())
 	}
-	want, _ := h.srv.Version(resource.ListenerType, "internal", NodeEnvoy)
+	want, _ := h.srv.Version(resource.ListenerType, "internal", wire.NodeEnvoy)
 	if got := deltaNames(good.recv()); len(got) != 1 || got["internal"] != want {
 		t.Fatalf("other node after NACK: %v", got)
 	}
@@ -319,7 +295,7 @@ func TestWaitAcked(t *testing.T) {
 	next := res.clone()
 	next.Endpoints[revA] = cla(revA, 7070)
 	h.update(next)
-	v, ok := h.srv.Version(resource.EndpointType, revA, NodeEnvoy)
+	v, ok := h.srv.Version(resource.EndpointType, revA, wire.NodeEnvoy)
 	if !ok {
 		t.Fatal("no version")
 	}
@@ -343,7 +319,7 @@ func TestWaitAcked(t *testing.T) {
 	next = next.clone()
 	next.Endpoints[revA] = cla(revA, 6060)
 	h.update(next)
-	v2, _ := h.srv.Version(resource.EndpointType, revA, NodeEnvoy)
+	v2, _ := h.srv.Version(resource.EndpointType, revA, wire.NodeEnvoy)
 	c.recv()
 	go func() { done <- h.srv.WaitAcked(h.ctx, resource.EndpointType, revA, v2) }()
 	c.cancel()
@@ -381,7 +357,7 @@ func TestDeltaReconnectAfterRestartSendsNothingNew(t *testing.T) {
 	// The client already has everything: WaitAcked is satisfied by what it
 	// reported, before anything is sent. (Requests are processed in order, so
 	// once the debug view shows both subscriptions they were seen.)
-	vA, _ := second.srv.Version(resource.RouteType, hostA, NodeEnvoy)
+	vA, _ := second.srv.Version(resource.RouteType, hostA, wire.NodeEnvoy)
 	if vA != deltaNames(routes)[hostA] {
 		t.Fatalf("version after restart %s, before %s", vA, deltaNames(routes)[hostA])
 	}
@@ -424,7 +400,7 @@ func TestDebugHandler(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
 		t.Fatalf("%v: %s", err, rec.Body.String())
 	}
-	want, _ := h.srv.Version(resource.ClusterType, revA, NodeGRPC)
+	want, _ := h.srv.Version(resource.ClusterType, revA, wire.NodeGRPC)
 	if len(st.Caches) != 1 || st.Caches[0].Resources[revA] != want {
 		t.Errorf("caches: %+v", st.Caches)
 	}
@@ -432,7 +408,7 @@ func TestDebugHandler(t *testing.T) {
 		t.Fatalf("nodes: %+v", st.Nodes)
 	}
 	n := st.Nodes[0]
-	if n.ID != "client-1" || n.Kind != NodeGRPC || n.Protocol != "sotw" || n.Types[resource.ClusterType].Acked[revA] != want ||
+	if n.ID != "client-1" || n.Kind != wire.NodeGRPC || n.Protocol != "sotw" || n.Types[resource.ClusterType].Acked[revA] != want ||
 		!slices.Equal(n.Types[resource.ClusterType].Subscribed, []string{revA}) {
 		t.Errorf("node: %+v", n)
 	}
@@ -495,10 +471,10 @@ func TestActivatorNode(t *testing.T) {
 	res.Endpoints[revA] = cla(revA, 8012)
 	h.update(res)
 
-	act := &core.Node{Id: "act-1", UserAgentName: "sluice-activator", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-		NodeKindMetadataKey: structpb.NewStringValue("activator"),
+	act := &core.Node{Id: "act-1", UserAgentName: wire.ActivatorUserAgent, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+		wire.NodeKindMetadataKey: structpb.NewStringValue(string(wire.NodeActivator)),
 	}}}
-	if k := ClassifyNode(act); k != NodeActivator {
+	if k := wire.ClassifyNode(act); k != wire.NodeActivator {
 		t.Fatalf("ClassifyNode = %s", k)
 	}
 	c := h.delta(act)
@@ -525,7 +501,7 @@ func TestActivatorNode(t *testing.T) {
 	next := res.clone()
 	next.ActivatorEndpoints = map[string]*endpointv3.ClusterLoadAssignment{revA: cla(revA, 9002)}
 	h.update(next)
-	v, _ := h.srv.Version(resource.EndpointType, revA, NodeActivator)
+	v, _ := h.srv.Version(resource.EndpointType, revA, wire.NodeActivator)
 	r = c.recv()
 	ctx, cancel := context.WithCancel(h.ctx)
 	cancel()

@@ -10,6 +10,8 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // waitWanted waits for WantedHosts to be want, taking WantedChanges' signals; the harness's
@@ -116,7 +118,7 @@ func TestActivatorWantsItsHosts(t *testing.T) {
 	h := newHarness(t)
 	const a = "a.default.example.com"
 	act := h.delta(&core.Node{Id: "act", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-		NodeKindMetadataKey: structpb.NewStringValue(string(NodeActivator)),
+		wire.NodeKindMetadataKey: structpb.NewStringValue(string(wire.NodeActivator)),
 	}}})
 	act.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.RouteType, ResourceNamesSubscribe: []string{a}})
 	h.waitWanted(a)

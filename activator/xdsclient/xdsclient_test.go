@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluice-dev/sluice/activator/instances"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // state is a Sink that keeps what it was told, for tests to wait on.
@@ -99,7 +100,7 @@ func startClient(t *testing.T, addr string, opts Options) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := &corev3.Node{Id: "activator-test", UserAgentName: "sluice-activator"}
+	node := &corev3.Node{Id: "activator-test", UserAgentName: wire.ActivatorUserAgent}
 	opts.Conn, opts.Node, opts.MinBackoff, opts.MaxBackoff = conn, node, time.Millisecond, 10*time.Millisecond
 	c := New(opts)
 	ctx, cancel := context.WithCancel(context.Background())

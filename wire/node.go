@@ -1,4 +1,4 @@
-package xds
+package wire
 
 import (
 	"strings"
@@ -20,12 +20,20 @@ const (
 	NodeActivator NodeKind = "activator"
 )
 
-// NodeKindMetadataKey lets a client state its kind in node metadata when its
-// user agent is misleading (e.g. a gRPC client that wants Envoy's listeners).
-const NodeKindMetadataKey = "sluice.dev/node-kind"
-
 // NodeKinds lists every kind, in a stable order.
 var NodeKinds = []NodeKind{NodeEnvoy, NodeGRPC, NodeActivator}
+
+// NodeKindMetadataKey lets a client state its kind in node metadata when its
+// user agent is misleading (e.g. a gRPC client that wants Envoy's listeners).
+// The activator always states it.
+const NodeKindMetadataKey = "sluice.dev/node-kind"
+
+// ActivatorUserAgent is the user_agent_name the activator sends. It is for people reading
+// logs and debug pages: ClassifyNode goes by the NodeKindMetadataKey the activator sends too.
+const ActivatorUserAgent = "sluice-activator"
+
+// grpcUserAgentPrefix starts the user_agent_name of every gRPC xDS client, case aside.
+const grpcUserAgentPrefix = "grpc"
 
 // ClassifyNode tells the kind of an xDS client. gRPC sets user_agent_name to
 // "gRPC Go", "gRPC Java", "gRPC C-core"…; anything else, including a node that
@@ -42,7 +50,7 @@ func ClassifyNode(node *core.Node) NodeKind {
 			return NodeActivator
 		}
 	}
-	if strings.HasPrefix(strings.ToLower(node.GetUserAgentName()), "grpc") {
+	if strings.HasPrefix(strings.ToLower(node.GetUserAgentName()), grpcUserAgentPrefix) {
 		return NodeGRPC
 	}
 	return NodeEnvoy

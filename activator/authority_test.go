@@ -21,15 +21,16 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sluice-dev/sluice/activator/xdsclient"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // h2cCLA is an activator load assignment of an h2c revision, as the control plane writes it.
 func h2cCLA(name string, proxied bool, addrs ...string) *endpointv3.ClusterLoadAssignment {
 	cla := revisionCLA(name, addrs...)
-	f := cla.Endpoints[0].Metadata.FilterMetadata["sluice.dev"].Fields
-	f["protocol"] = structpb.NewStringValue("h2c")
-	f["containerConcurrency"] = structpb.NewNumberValue(0)
-	f["proxied"] = structpb.NewBoolValue(proxied)
+	f := cla.Endpoints[0].Metadata.FilterMetadata[wire.MetadataKey].Fields
+	f[wire.MetadataProtocol] = structpb.NewStringValue(wire.ProtocolH2C)
+	f[wire.MetadataContainerConcurrency] = structpb.NewNumberValue(0)
+	f[wire.MetadataProxied] = structpb.NewBoolValue(proxied)
 	return cla
 }
 

@@ -56,8 +56,8 @@ func (p *pokeWatcher) StreamLoadStats(st lrsv3.LoadReportingService_StreamLoadSt
 }
 
 func revisionCLA(name string, addrs ...string) *endpointv3.ClusterLoadAssignment {
-	md, _ := structpb.NewStruct(map[string]any{"containerConcurrency": 1.0, "timeoutSeconds": 300.0, "protocol": "http1"})
-	loc := &endpointv3.LocalityLbEndpoints{Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"sluice.dev": md}}}
+	md, _ := structpb.NewStruct(map[string]any{wire.MetadataContainerConcurrency: 1.0, wire.MetadataTimeoutSeconds: 300.0, wire.MetadataProtocol: wire.ProtocolHTTP1})
+	loc := &endpointv3.LocalityLbEndpoints{Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{wire.MetadataKey: md}}}
 	for _, a := range addrs {
 		host, port, _ := net.SplitHostPort(a)
 		p, _ := strconv.ParseUint(port, 10, 32)

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sluice-dev/sluice/routing"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // What gRPC-Go's xDS client (internal/xds/xdsclient/xdsresource, v1.85) does with what we emit.
@@ -129,18 +130,9 @@ func buildCluster(name string, p routing.Protocol, scaled bool) *clusterv3.Clust
 	return c
 }
 
-// Activator metadata: the activator reads these from the one locality of a revision's
-// activator load assignment (there is no metadata on a ClusterLoadAssignment itself).
-const (
-	ActivatorMetadataKey          = "sluice.dev"
-	ActivatorContainerConcurrency = "containerConcurrency"
-	ActivatorTimeoutSeconds       = "timeoutSeconds"
-	ActivatorProtocol             = "protocol"
-	ActivatorProxied              = "proxied"
-)
-
 // buildActivatorLoadAssignment is what activators are told of a scaled revision: its ready
-// instances (never the activator itself) and what the activator needs to forward to them.
+// instances (never the activator itself) and what the activator needs to forward to them, in
+// the metadata of its one locality (wire.MetadataKey).
 func buildActivatorLoadAssignment(b *routing.Backend) *endpointv3.ClusterLoadAssignment {
 	s := b.Scaled
 	cla := buildLoadAssignment(b.Cluster, s.Instances)
@@ -152,11 +144,11 @@ func buildActivatorLoadAssignment(b *routing.Backend) *endpointv3.ClusterLoadAss
 		lb.HealthStatus = corev3.HealthStatus_HEALTHY
 	}
 	loc.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
-		ActivatorMetadataKey: {Fields: map[string]*structpb.Value{
-			ActivatorContainerConcurrency: structpb.NewNumberValue(float64(s.ContainerConcurrency)),
-			ActivatorTimeoutSeconds:       structpb.NewNumberValue(float64(s.TimeoutSeconds)),
-			ActivatorProtocol:             structpb.NewStringValue(b.Protocol.String()),
-			ActivatorProxied:              structpb.NewBoolValue(s.Proxied),
+		wire.MetadataKey: {Fields: map[string]*structpb.Value{
+			wire.MetadataContainerConcurrency: structpb.NewNumberValue(float64(s.ContainerConcurrency)),
+			wire.MetadataTimeoutSeconds:       structpb.NewNumberValue(float64(s.TimeoutSeconds)),
+			wire.MetadataProtocol:             structpb.NewStringValue(b.Protocol.String()),
+			wire.MetadataProxied:              structpb.NewBoolValue(s.Proxied),
 		}},
 	}}
 	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{loc}

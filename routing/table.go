@@ -1,6 +1,10 @@
 package routing
 
-import "time"
+import (
+	"time"
+
+	"github.com/sluice-dev/sluice/wire"
+)
 
 // Table is the resolved routing state: what every gateway and xDS client must do, with no
 // reference left to resolve (no "latest", no configuration names, no tags to look up). It is the
@@ -83,11 +87,12 @@ const (
 	H2C
 )
 
+// String is the protocol as the activator's metadata names it (wire.MetadataProtocol).
 func (p Protocol) String() string {
 	if p == H2C {
-		return "h2c"
+		return wire.ProtocolH2C
 	}
-	return "http1"
+	return wire.ProtocolHTTP1
 }
 
 // Backend is a revision's upstream: one Envoy cluster and its load assignment.

@@ -37,16 +37,6 @@ import (
 	"github.com/sluice-dev/sluice/wire"
 )
 
-// Headers the gateway sets on every request it sends to the activator, and the one the
-// activator answers with when it refuses a request.
-const (
-	HeaderNamespace = "Knative-Serving-Namespace"
-	HeaderRevision  = "Knative-Serving-Revision"
-	// HeaderRefused says why the activator answered 503 or 504 itself: queue-full,
-	// queue-bytes-full, queue-timeout or revision-timeout.
-	HeaderRefused = "X-Sluice-Activator"
-)
-
 // Defaults. The queue length is Knative's; Knative has no byte or wait bound (serving #13583).
 const (
 	DefaultListen              = "127.0.0.1:8012"

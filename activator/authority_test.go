@@ -43,7 +43,7 @@ func helloRoutes() *routev3.RouteConfiguration {
 		Domains: []string{"hello.default.example.com", "hello.default.example.com:*"},
 		Routes: []*routev3.Route{{
 			Match: &routev3.RouteMatch{PathSpecifier: prefix, Headers: []*routev3.HeaderMatcher{{
-				Name: "knative-serving-tag",
+				Name: wire.HeaderTagLower,
 				HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
 					MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "v2"},
 				}},
@@ -151,7 +151,7 @@ func TestGRPCClientRoutedByAuthority(t *testing.T) {
 		t.Fatalf("subscribed to %v, want the authority's host only", got)
 	}
 
-	tagged := metadata.AppendToOutgoingContext(callCtx, "knative-serving-tag", "v2")
+	tagged := metadata.AppendToOutgoingContext(callCtx, wire.HeaderTagLower, "v2")
 	resp, err := client.Check(tagged, &healthpb.HealthCheckRequest{Service: "hello"})
 	if err != nil || resp.Status != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("tag v2: %v, %v; want hello-00002's answer NOT_SERVING", resp, err)

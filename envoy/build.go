@@ -45,9 +45,6 @@ const (
 	// httpProtocolOptionsKey is the extension name Envoy looks up in a cluster's
 	// typed_extension_protocol_options for upstream HTTP settings.
 	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-	// tagHeaderName is routing.TagHeader lowercased: header names are case-insensitive on the
-	// wire, and gRPC matches against lowercased metadata keys.
-	tagHeaderName = "knative-serving-tag"
 	// connectTimeout bounds a TCP connect to a revision instance; a dead instance must fail over
 	// quickly, and local instances connect in microseconds.
 	connectTimeout = 5 * time.Second
@@ -221,7 +218,7 @@ func tagMatch(tag string) *routev3.RouteMatch {
 	return &routev3.RouteMatch{
 		PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
 		Headers: []*routev3.HeaderMatcher{{
-			Name: tagHeaderName,
+			Name: wire.HeaderTagLower,
 			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
 				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: tag},
 			}},
@@ -277,8 +274,8 @@ func buildAction(hr *routing.HTTPRoute, headers headersFunc) *routev3.Route_Rout
 // client sent, or a client could steer its request to any revision.
 func splitHeaders(namespace, revision string) []*corev3.HeaderValueOption {
 	return []*corev3.HeaderValueOption{
-		overwriteHeader(routing.RevisionHeader, revision),
-		overwriteHeader(routing.NamespaceHeader, namespace),
+		overwriteHeader(wire.HeaderRevision, revision),
+		overwriteHeader(wire.HeaderNamespace, namespace),
 	}
 }
 

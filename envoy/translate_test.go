@@ -277,7 +277,7 @@ func checkRoute(t *testing.T, where string, r *routev3.Route, want wantRoute) {
 	}
 	var tag string
 	switch hs := m.GetHeaders(); {
-	case len(hs) == 1 && hs[0].GetName() == "knative-serving-tag":
+	case len(hs) == 1 && hs[0].GetName() == wire.HeaderTagLower:
 		tag = hs[0].GetStringMatch().GetExact()
 	case len(hs) != 0:
 		t.Errorf("%s: unexpected header matchers %v", where, hs)
@@ -322,9 +322,9 @@ func headerValues(hs []*corev3.HeaderValueOption) (rev, ns string) {
 			return "", ""
 		}
 		switch h.GetHeader().GetKey() {
-		case routing.RevisionHeader:
+		case wire.HeaderRevision:
 			rev = h.GetHeader().GetValue()
-		case routing.NamespaceHeader:
+		case wire.HeaderNamespace:
 			ns = h.GetHeader().GetValue()
 		}
 	}

@@ -49,16 +49,6 @@ type VirtualHost struct {
 	Routes []HTTPRoute
 }
 
-// TagHeader is the request header that selects a tag's revision on a main host.
-const TagHeader = "Knative-Serving-Tag"
-
-// Headers the gateway sets on every split so the activator knows the target; they overwrite
-// anything the client sent.
-const (
-	RevisionHeader  = "Knative-Serving-Revision"
-	NamespaceHeader = "Knative-Serving-Namespace"
-)
-
 // HTTPRoute is one route of a virtual host.
 type HTTPRoute struct {
 	// TagHeader, when set, makes the route match only requests whose Knative-Serving-Tag

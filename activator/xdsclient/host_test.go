@@ -33,7 +33,7 @@ func hostRC(host string, tags map[string]string, def ...any) *routev3.RouteConfi
 			Match: &routev3.RouteMatch{
 				PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
 				Headers: []*routev3.HeaderMatcher{{
-					Name: "knative-serving-tag",
+					Name: wire.HeaderTagLower,
 					HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
 						MatchPattern: &matcherv3.StringMatcher_Exact{Exact: tag},
 					}},

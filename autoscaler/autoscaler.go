@@ -28,6 +28,7 @@ import (
 	"github.com/sluice-dev/sluice/autoscaler/scaling"
 	"github.com/sluice-dev/sluice/routing"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
+	"github.com/sluice-dev/sluice/routing/v1/autoscaling"
 	"github.com/sluice-dev/sluice/xds"
 )
 
@@ -269,7 +270,7 @@ func (a *Autoscaler) Tick() {
 		in := scaling.Input{Ready: int32(inst.Ready), Reachable: reachable[key]}
 		avg := a.metrics.Averages(clusterOf(key), cfg.StableWindow, panicWindow(cfg), now)
 		in.StableAverage, in.PanicAverage, in.HasData = avg.StableConcurrency, avg.PanicConcurrency, avg.HasData
-		if cfg.Metric == scaling.MetricRPS {
+		if cfg.Metric == autoscaling.MetricRPS {
 			in.StableAverage, in.PanicAverage = avg.StableRPS, avg.PanicRPS
 		}
 

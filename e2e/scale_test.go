@@ -202,7 +202,7 @@ func TestScaleSteadyLoadAndScaleDown(t *testing.T) {
 // (--activator-queue-requests), once with a standalone `sluice activator` next to serve.
 func TestScaleActivatorQueueFull(t *testing.T) {
 	// Start at zero. Globally: admission refuses the initial-scale "0" annotation whatever
-	// --allow-zero-initial-scale says (scaling.ValidateAnnotations checks against Knative's default).
+	// --allow-zero-initial-scale says (autoscaling.ValidateAnnotations checks against Knative's default).
 	atZero := []string{"--allow-zero-initial-scale", "--initial-scale", "0"}
 	t.Run("in-process", func(t *testing.T) {
 		e := startScaleSluice(t, append(atZero, "--activator-queue-requests", "2")...)

@@ -1,5 +1,6 @@
-// Package xds serves sluice's Envoy resources over xDS to Envoy gateways and to
-// proxyless gRPC clients.
+// Package xds serves sluice's Envoy resources over xDS to Envoy gateways, to
+// proxyless gRPC clients and to activators: the envoy.Resources the translator
+// produces, and the envoy.Changes it names, are what Update and UpdateChanged take.
 //
 // It builds on go-control-plane's LinearCache, one per (type, node kind) behind
 // a MuxCache. LinearCache keeps a version per resource, so a change re-sends
@@ -38,10 +39,6 @@ import (
 	"log/slog"
 	"sync"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
@@ -55,21 +52,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/sluice-dev/sluice/envoy"
 	"github.com/sluice-dev/sluice/wire"
 )
-
-// Resources is the full desired state, in the shape of envoy.Resources so the
-// caller can convert one to the other: (*xds.Resources)(res).
-type Resources struct {
-	Clusters     map[string]*clusterv3.Cluster
-	Endpoints    map[string]*endpointv3.ClusterLoadAssignment
-	Routes       map[string]*routev3.RouteConfiguration // shared by Envoy's listeners and gRPC's API listeners
-	Listeners    map[string]*listenerv3.Listener        // Envoy nodes only
-	APIListeners map[string]*listenerv3.Listener        // gRPC nodes only, named by host
-	// ActivatorEndpoints are activators' load assignments (activator nodes only), named like
-	// the gateways' ones.
-	ActivatorEndpoints map[string]*endpointv3.ClusterLoadAssignment
-}
 
 // UpdateStats says what an Update changed.
 type UpdateStats struct {
@@ -274,34 +259,13 @@ func (s *Server) Register(g *grpc.Server) {
 // resource: it is for start-up, a full translation, and the reference that
 // UpdateChanged must agree with. Safe for concurrent use; meant to be called by
 // one owner.
-func (s *Server) Update(res *Resources) (UpdateStats, error) {
+func (s *Server) Update(res *envoy.Resources) (UpdateStats, error) {
 	if res == nil {
-		res = &Resources{}
+		res = &envoy.Resources{}
 	}
 	s.updateMu.Lock()
 	defer s.updateMu.Unlock()
 	return s.update(res, nil)
-}
-
-// Changes name, per type, the resources that may differ from what the caches
-// hold: added, changed, or (absent from the Resources) removed. It has the shape
-// of envoy.Changes, so the caller converts one to the other: xds.Changes(ch).
-type Changes struct {
-	// Full means anything may have changed: UpdateChanged diffs everything, as
-	// Update does.
-	Full               bool
-	Clusters           []string
-	Endpoints          []string
-	Routes             []string
-	Listeners          []string
-	APIListeners       []string
-	ActivatorEndpoints []string
-}
-
-// Empty reports whether c names nothing (and is not Full).
-func (c *Changes) Empty() bool {
-	return !c.Full && len(c.Clusters)+len(c.Endpoints)+len(c.Routes)+len(c.Listeners)+len(c.APIListeners)+
-		len(c.ActivatorEndpoints) == 0
 }
 
 // UpdateChanged is Update when only the resources ch names can differ from what
@@ -313,9 +277,9 @@ func (c *Changes) Empty() bool {
 // res is read only during the call: the caches keep the resource pointers
 // (immutable protos), never the maps, so the caller may patch the maps in place
 // afterwards (envoy.Translator.TranslateDiff does).
-func (s *Server) UpdateChanged(res *Resources, ch Changes) (UpdateStats, error) {
+func (s *Server) UpdateChanged(res *envoy.Resources, ch envoy.Changes) (UpdateStats, error) {
 	if res == nil {
-		res = &Resources{}
+		res = &envoy.Resources{}
 	}
 	s.updateMu.Lock()
 	defer s.updateMu.Unlock()
@@ -330,7 +294,7 @@ func (s *Server) UpdateChanged(res *Resources, ch Changes) (UpdateStats, error) 
 	//     otherwise send requests to a missing cluster (503s) in between.
 	// For Envoy this is make-before-break: new clusters before the routes that use them, old
 	// ones after the routes that stopped using them.
-	var late, gone Changes
+	var late, gone envoy.Changes
 	early := ch
 	early.Routes, late.Routes = splitNames(ch.Routes, func(name string) bool { _, gw := res.Listeners[name]; return gw })
 	early.Clusters, gone.Clusters = splitNames(ch.Clusters, func(name string) bool { _, ok := res.Clusters[name]; return !ok })
@@ -340,7 +304,7 @@ func (s *Server) UpdateChanged(res *Resources, ch Changes) (UpdateStats, error) 
 		return !ok
 	})
 	var stats UpdateStats
-	for _, phase := range []*Changes{&early, &late, &gone} {
+	for _, phase := range []*envoy.Changes{&early, &late, &gone} {
 		if phase != &early && phase.Empty() {
 			continue
 		}
@@ -370,7 +334,7 @@ func splitNames(names []string, later func(string) bool) (now, after []string) {
 // update diffs res against the caches (only the names in ch unless ch is nil),
 // records the new versions and hands the difference to the caches. Callers hold
 // updateMu.
-func (s *Server) update(res *Resources, ch *Changes) (UpdateStats, error) {
+func (s *Server) update(res *envoy.Resources, ch *envoy.Changes) (UpdateStats, error) {
 	seq := s.seq + 1
 	var (
 		stats   UpdateStats
@@ -378,7 +342,7 @@ func (s *Server) update(res *Resources, ch *Changes) (UpdateStats, error) {
 	)
 	full := ch == nil
 	if full {
-		ch = &Changes{}
+		ch = &envoy.Changes{}
 	}
 	for _, d := range []struct {
 		key  cacheKey

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/sluice-dev/sluice/envoy"
 	"github.com/sluice-dev/sluice/wire"
 )
 
@@ -43,7 +44,7 @@ func TestUpdateDiffs(t *testing.T) {
 	if st := h.update(equal); st != (UpdateStats{}) {
 		t.Fatalf("equal content: %+v, want nothing", st)
 	}
-	next := equal.clone()
+	next := clone(equal)
 	next.Endpoints[revA] = cla(revA, 9090)
 	delete(next.Clusters, revB)
 	st = h.update(next)
@@ -54,7 +55,7 @@ func TestUpdateDiffs(t *testing.T) {
 		t.Error("deleted cluster still has a version")
 	}
 
-	bad := next.clone()
+	bad := clone(next)
 	bad.Clusters["wrong-key"] = cluster("other")
 	if _, err := h.srv.Update(bad); err == nil || !strings.Contains(err.Error(), "keyed as") {
 		t.Errorf("mis-keyed resource: err = %v", err)
@@ -87,7 +88,7 @@ func TestDeltaInitialFetchAndOneRouteChange(t *testing.T) {
 	}
 	c.ack(r)
 
-	next := res.clone()
+	next := clone(res)
 	next.Routes[hostA] = routeConfig(hostA, hostA, map[string]uint32{revA: 50, "default/svc0-00002": 50})
 	if st := h.update(next); st.Changed != 1 {
 		t.Fatalf("update: %+v", st)
@@ -120,7 +121,7 @@ func TestSotwOnlyChangedRoutesAndEndpoints(t *testing.T) {
 	}
 	c.ack(e, clas...)
 
-	next := res.clone()
+	next := clone(res)
 	next.Routes[hostB] = routeConfig(hostB, hostB, map[string]uint32{revB: 100})
 	h.update(next)
 	r = c.recv()
@@ -129,7 +130,7 @@ func TestSotwOnlyChangedRoutesAndEndpoints(t *testing.T) {
 	}
 	c.ack(r, routes...)
 
-	next = next.clone()
+	next = clone(next)
 	next.Endpoints[revA] = cla(revA, 8080, 8081)
 	h.update(next)
 	e = c.recv()
@@ -157,7 +158,7 @@ func TestNACK(t *testing.T) {
 	gr := good.recv()
 	good.ack(gr)
 
-	next := res.clone()
+	next := clone(res)
 	next.Listeners["internal"] = listener("internal", 9081)
 	h.update(next)
 
@@ -206,7 +207,7 @@ func TestDeleteRemovesOnlyThatResource(t *testing.T) {
 	sr := s.recv()
 	s.ack(sr)
 
-	next := res.clone()
+	next := clone(res)
 	delete(next.Clusters, revB)
 	h.update(next)
 
@@ -292,7 +293,7 @@ func TestWaitAcked(t *testing.T) {
 	other.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNamesSubscribe: []string{"default/svc0-00002"}})
 	other.recv()
 
-	next := res.clone()
+	next := clone(res)
 	next.Endpoints[revA] = cla(revA, 7070)
 	h.update(next)
 	v, ok := h.srv.Version(resource.EndpointType, revA, wire.NodeEnvoy)
@@ -316,7 +317,7 @@ func TestWaitAcked(t *testing.T) {
 	}
 
 	// A node that goes away stops holding the wait up.
-	next = next.clone()
+	next = clone(next)
 	next.Endpoints[revA] = cla(revA, 6060)
 	h.update(next)
 	v2, _ := h.srv.Version(resource.EndpointType, revA, wire.NodeEnvoy)
@@ -364,7 +365,7 @@ func TestDeltaReconnectAfterRestartSendsNothingNew(t *testing.T) {
 
 	// Change one route; every response up to the one carrying it must be
 	// empty, and it must carry only that route.
-	next := res.clone()
+	next := clone(res)
 	next.Routes[hostB] = routeConfig(hostB, hostB, map[string]uint32{revB: 100})
 	second.update(next)
 	for {
@@ -434,8 +435,8 @@ func TestUpdateChangedRemovesClustersAfterTheRoutesThatUsedThem(t *testing.T) {
 	d.recv()
 
 	// svc1 goes: its clusters and endpoints, and its share of the gateway route.
-	next := res.clone()
-	var ch Changes
+	next := clone(res)
+	var ch envoy.Changes
 	for _, rev := range []string{"default/svc1-00001", "default/svc1-00002"} {
 		delete(next.Clusters, rev)
 		delete(next.Endpoints, rev)
@@ -498,7 +499,7 @@ func TestActivatorNode(t *testing.T) {
 		t.Errorf("activator CDS: err = %v, want InvalidArgument naming activators", err)
 	}
 
-	next := res.clone()
+	next := clone(res)
 	next.ActivatorEndpoints = map[string]*endpointv3.ClusterLoadAssignment{revA: cla(revA, 9002)}
 	h.update(next)
 	v, _ := h.srv.Version(resource.EndpointType, revA, wire.NodeActivator)

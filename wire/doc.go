@@ -4,5 +4,6 @@
 // gateways, clients and activators exchange. Each is defined here once, so the side that writes
 // it and the side that reads it cannot drift apart.
 //
-// It is a leaf: it imports nothing from sluice, and every sluice package may import it.
+// It is a leaf: it imports nothing but the standard library, so every sluice package, and any
+// program that talks to sluice's data plane, may import it for the price of a few constants.
 package wire

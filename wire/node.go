@@ -1,10 +1,6 @@
 package wire
 
-import (
-	"strings"
-
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-)
+import "strings"
 
 // NodeKind says what an xDS client is served: Envoy gateways get the real
 // listeners, proxyless gRPC clients get API listeners named by host; clusters,
@@ -35,13 +31,18 @@ const ActivatorUserAgent = "sluice-activator"
 // grpcUserAgentPrefix starts the user_agent_name of every gRPC xDS client, case aside.
 const grpcUserAgentPrefix = "grpc"
 
-// ClassifyNode tells the kind of an xDS client. gRPC sets user_agent_name to
-// "gRPC Go", "gRPC Java", "gRPC C-core"…; anything else, including a node that
-// sends no user agent, is treated as Envoy because Envoy is what a bare
-// bootstrap most likely is.
-func ClassifyNode(node *core.Node) NodeKind {
-	if v := node.GetMetadata().GetFields()[NodeKindMetadataKey].GetStringValue(); v != "" {
-		switch NodeKind(strings.ToLower(v)) {
+// ClassifyNode tells the kind of an xDS client from its node: stated is the value of its
+// metadata field NodeKindMetadataKey ("" if it has none), userAgent its user_agent_name. A
+// stated kind wins, in any case; else gRPC, which sets user_agent_name to "gRPC Go",
+// "gRPC Java", "gRPC C-core"…; anything else, including a node that sends no user agent,
+// is treated as Envoy because Envoy is what a bare bootstrap most likely is.
+//
+// It takes strings rather than the node's proto so that wire needs nothing but the standard
+// library: reading them is node.GetMetadata().GetFields()[NodeKindMetadataKey].GetStringValue()
+// and node.GetUserAgentName().
+func ClassifyNode(stated, userAgent string) NodeKind {
+	if stated != "" {
+		switch NodeKind(strings.ToLower(stated)) {
 		case NodeEnvoy:
 			return NodeEnvoy
 		case NodeGRPC:
@@ -50,7 +51,7 @@ func ClassifyNode(node *core.Node) NodeKind {
 			return NodeActivator
 		}
 	}
-	if strings.HasPrefix(strings.ToLower(node.GetUserAgentName()), grpcUserAgentPrefix) {
+	if strings.HasPrefix(strings.ToLower(userAgent), grpcUserAgentPrefix) {
 		return NodeGRPC
 	}
 	return NodeEnvoy

@@ -218,10 +218,10 @@ func NewServer(ctx context.Context, opts Options) (*Server, error) {
 
 	mux := &cache.MuxCache{
 		Classify: func(r *cache.Request) string {
-			return string(classify(r.GetTypeUrl(), wire.ClassifyNode(r.GetNode())))
+			return string(classify(r.GetTypeUrl(), nodeKind(r.GetNode())))
 		},
 		ClassifyDelta: func(r *cache.DeltaRequest) string {
-			return string(classify(r.GetTypeUrl(), wire.ClassifyNode(r.GetNode())))
+			return string(classify(r.GetTypeUrl(), nodeKind(r.GetNode())))
 		},
 		Caches: make(map[string]cache.Cache, len(s.caches)),
 	}

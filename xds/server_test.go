@@ -29,6 +29,32 @@ const (
 	revB  = "default/svc1-00001"
 )
 
+func TestClassifyNode(t *testing.T) {
+	override := func(ua, kind string) *core.Node {
+		return &core.Node{UserAgentName: ua, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			wire.NodeKindMetadataKey: structpb.NewStringValue(kind),
+		}}}
+	}
+	for _, tc := range []struct {
+		node *core.Node
+		want wire.NodeKind
+	}{
+		{&core.Node{UserAgentName: "envoy"}, wire.NodeEnvoy},
+		{&core.Node{UserAgentName: "gRPC Go"}, wire.NodeGRPC},
+		{&core.Node{UserAgentName: "gRPC Java"}, wire.NodeGRPC},
+		{&core.Node{}, wire.NodeEnvoy},
+		{nil, wire.NodeEnvoy},
+		{&core.Node{UserAgentName: "curl"}, wire.NodeEnvoy},
+		{override("gRPC Go", "envoy"), wire.NodeEnvoy},
+		{override("envoy", "GRPC"), wire.NodeGRPC},
+		{override("gRPC Go", "bogus"), wire.NodeGRPC},
+	} {
+		if got := nodeKind(tc.node); got != tc.want {
+			t.Errorf("nodeKind(%v) = %s, want %s", tc.node, got, tc.want)
+		}
+	}
+}
+
 func TestUpdateDiffs(t *testing.T) {
 	h := newHarness(t)
 	res := fixture(3)
@@ -475,8 +501,8 @@ func TestActivatorNode(t *testing.T) {
 	act := &core.Node{Id: "act-1", UserAgentName: wire.ActivatorUserAgent, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
 		wire.NodeKindMetadataKey: structpb.NewStringValue(string(wire.NodeActivator)),
 	}}}
-	if k := wire.ClassifyNode(act); k != wire.NodeActivator {
-		t.Fatalf("ClassifyNode = %s", k)
+	if k := nodeKind(act); k != wire.NodeActivator {
+		t.Fatalf("nodeKind = %s", k)
 	}
 	c := h.delta(act)
 	c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType})

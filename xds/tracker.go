@@ -289,7 +289,7 @@ func (t *tracker) identify(st *streamState, node *core.Node) {
 		return
 	}
 	st.node = node
-	st.kind = wire.ClassifyNode(node)
+	st.kind = nodeKind(node)
 	t.s.metrics.streams.WithLabelValues(string(st.kind), st.key.protocol()).Inc()
 	t.s.log.Debug("xds node connected", "node", node.GetId(), "node_kind", st.kind,
 		"user_agent", node.GetUserAgentName(), "protocol", st.key.protocol(), "stream", st.key.id)

@@ -34,17 +34,7 @@ import (
 	"github.com/sluice-dev/sluice/activator/lrs"
 	"github.com/sluice-dev/sluice/activator/routes"
 	"github.com/sluice-dev/sluice/activator/xdsclient"
-	"github.com/sluice-dev/sluice/xds"
-)
-
-// Headers the gateway sets on every request it sends to the activator, and the one the
-// activator answers with when it refuses a request.
-const (
-	HeaderNamespace = "Knative-Serving-Namespace"
-	HeaderRevision  = "Knative-Serving-Revision"
-	// HeaderRefused says why the activator answered 503 or 504 itself: queue-full,
-	// queue-bytes-full, queue-timeout or revision-timeout.
-	HeaderRefused = "X-Sluice-Activator"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // Defaults. The queue length is Knative's; Knative has no byte or wait bound (serving #13583).
@@ -59,9 +49,6 @@ const (
 	DefaultMaxAttempts         = 3
 	DefaultMaxHosts            = 1000
 )
-
-// NodeKind is the value of the node metadata field xds.NodeKindMetadataKey the activator sends.
-const NodeKind = string(xds.NodeActivator)
 
 // Options configure an Activator. Zero values take the defaults above.
 type Options struct {
@@ -194,10 +181,10 @@ func New(opts Options) (*Activator, error) {
 func Node(id string) *corev3.Node {
 	return &corev3.Node{
 		Id:             id,
-		UserAgentName:  "sluice-activator",
+		UserAgentName:  wire.ActivatorUserAgent,
 		ClientFeatures: []string{"envoy.lrs.supports_send_all_clusters"},
 		Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			xds.NodeKindMetadataKey: structpb.NewStringValue(NodeKind),
+			wire.NodeKindMetadataKey: structpb.NewStringValue(string(wire.NodeActivator)),
 		}},
 	}
 }

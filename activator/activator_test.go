@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sluice-dev/sluice/activator/instances"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // serving is an Activator serving on loopback for one test.
@@ -81,10 +82,10 @@ func get(t *testing.T, url, ns, rev string) (*http.Response, string) {
 func do(t *testing.T, req *http.Request, ns, rev string) (*http.Response, string) {
 	t.Helper()
 	if ns != "" {
-		req.Header.Set(HeaderNamespace, ns)
+		req.Header.Set(wire.HeaderNamespace, ns)
 	}
 	if rev != "" {
-		req.Header.Set(HeaderRevision, rev)
+		req.Header.Set(wire.HeaderRevision, rev)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -111,8 +112,8 @@ func TestForwardsToAReadyInstance(t *testing.T) {
 func TestRevisionWithoutNamespaceIs400(t *testing.T) {
 	s := serve(t, Options{})
 	resp, body := get(t, s.url, "", "hello-00001")
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, HeaderNamespace) {
-		t.Errorf("without %s: got %d %q, want 400 naming it", HeaderNamespace, resp.StatusCode, body)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, wire.HeaderNamespace) {
+		t.Errorf("without %s: got %d %q, want 400 naming it", wire.HeaderNamespace, resp.StatusCode, body)
 	}
 }
 
@@ -205,8 +206,8 @@ func TestFullQueueIs503WithTheReason(t *testing.T) {
 	waitFor(t, func() bool { return queued(s.Activator, "default/cold-00001") == 2 })
 
 	resp, body := get(t, s.url, "default", "cold-00001")
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(HeaderRefused) != "queue-full" || !strings.Contains(body, "2 requests") {
-		t.Fatalf("third request: %d %s=%q %q", resp.StatusCode, HeaderRefused, resp.Header.Get(HeaderRefused), body)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(wire.HeaderRefused) != wire.RefusedQueueFull || !strings.Contains(body, "2 requests") {
+		t.Fatalf("third request: %d %s=%q %q", resp.StatusCode, wire.HeaderRefused, resp.Header.Get(wire.HeaderRefused), body)
 	}
 
 	s.Update([]instances.Revision{{Name: "default/cold-00001", ContainerConcurrency: 1, Addrs: []string{backendAddr(t, hello)}}}, nil)
@@ -225,8 +226,8 @@ func TestQueueByteBoundIs503(t *testing.T) {
 	// A declared body bigger than the bound is refused without being read.
 	req, _ := http.NewRequest(http.MethodPost, s.url, bytes.NewReader(make([]byte, 4000)))
 	resp, body := do(t, req, "default", "cold-00001")
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(HeaderRefused) != "queue-bytes-full" || !strings.Contains(body, "4000 bytes") {
-		t.Fatalf("big request: %d %s=%q %q", resp.StatusCode, HeaderRefused, resp.Header.Get(HeaderRefused), body)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(wire.HeaderRefused) != wire.RefusedQueueBytesFull || !strings.Contains(body, "4000 bytes") {
+		t.Fatalf("big request: %d %s=%q %q", resp.StatusCode, wire.HeaderRefused, resp.Header.Get(wire.HeaderRefused), body)
 	}
 }
 
@@ -234,8 +235,8 @@ func TestQueueWaitBoundIs503(t *testing.T) {
 	s := serve(t, Options{QueueTimeout: time.Millisecond})
 	s.Update([]instances.Revision{{Name: "default/cold-00001"}}, nil)
 	resp, body := get(t, s.url, "default", "cold-00001")
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(HeaderRefused) != "queue-timeout" || !strings.Contains(body, "1ms") {
-		t.Fatalf("got %d %s=%q %q", resp.StatusCode, HeaderRefused, resp.Header.Get(HeaderRefused), body)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(wire.HeaderRefused) != wire.RefusedQueueTimeout || !strings.Contains(body, "1ms") {
+		t.Fatalf("got %d %s=%q %q", resp.StatusCode, wire.HeaderRefused, resp.Header.Get(wire.HeaderRefused), body)
 	}
 }
 
@@ -244,8 +245,8 @@ func TestRevisionTimeoutIs504(t *testing.T) {
 	// Queued past the revision's timeout.
 	s.Update([]instances.Revision{{Name: "default/cold-00001", Timeout: time.Millisecond}}, nil)
 	resp, body := get(t, s.url, "default", "cold-00001")
-	if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get(HeaderRefused) != "revision-timeout" {
-		t.Fatalf("queued: got %d %s=%q %q", resp.StatusCode, HeaderRefused, resp.Header.Get(HeaderRefused), body)
+	if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get(wire.HeaderRefused) != wire.RefusedRevisionTimeout {
+		t.Fatalf("queued: got %d %s=%q %q", resp.StatusCode, wire.HeaderRefused, resp.Header.Get(wire.HeaderRefused), body)
 	}
 	// Forwarded, but the instance answers too late.
 	slow := backendAddr(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
@@ -312,8 +313,8 @@ func TestStreamsResponsesAsTheyComeAndCountsLoads(t *testing.T) {
 	})
 	s.Update([]instances.Revision{{Name: "default/s-00001", Addrs: []string{backendAddr(t, stream)}}}, nil)
 	req, _ := http.NewRequest(http.MethodGet, s.url, nil)
-	req.Header.Set(HeaderNamespace, "default")
-	req.Header.Set(HeaderRevision, "s-00001")
+	req.Header.Set(wire.HeaderNamespace, "default")
+	req.Header.Set(wire.HeaderRevision, "s-00001")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -361,7 +362,7 @@ func TestGRPCThroughH2C(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ctx := metadata.AppendToOutgoingContext(context.Background(), HeaderNamespace, "default", HeaderRevision, "g-00001")
+	ctx := metadata.AppendToOutgoingContext(context.Background(), wire.HeaderNamespace, "default", wire.HeaderRevision, "g-00001")
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	client := healthpb.NewHealthClient(conn)
@@ -436,8 +437,8 @@ func TestDrainTimeoutBoundsShutdown(t *testing.T) {
 	failed := make(chan error, 1)
 	go func() {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr, nil)
-		req.Header.Set(HeaderNamespace, "default")
-		req.Header.Set(HeaderRevision, "d-00001")
+		req.Header.Set(wire.HeaderNamespace, "default")
+		req.Header.Set(wire.HeaderRevision, "d-00001")
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()

@@ -21,15 +21,16 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sluice-dev/sluice/activator/xdsclient"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // h2cCLA is an activator load assignment of an h2c revision, as the control plane writes it.
 func h2cCLA(name string, proxied bool, addrs ...string) *endpointv3.ClusterLoadAssignment {
 	cla := revisionCLA(name, addrs...)
-	f := cla.Endpoints[0].Metadata.FilterMetadata["sluice.dev"].Fields
-	f["protocol"] = structpb.NewStringValue("h2c")
-	f["containerConcurrency"] = structpb.NewNumberValue(0)
-	f["proxied"] = structpb.NewBoolValue(proxied)
+	f := cla.Endpoints[0].Metadata.FilterMetadata[wire.MetadataKey].Fields
+	f[wire.MetadataProtocol] = structpb.NewStringValue(wire.ProtocolH2C)
+	f[wire.MetadataContainerConcurrency] = structpb.NewNumberValue(0)
+	f[wire.MetadataProxied] = structpb.NewBoolValue(proxied)
 	return cla
 }
 
@@ -42,7 +43,7 @@ func helloRoutes() *routev3.RouteConfiguration {
 		Domains: []string{"hello.default.example.com", "hello.default.example.com:*"},
 		Routes: []*routev3.Route{{
 			Match: &routev3.RouteMatch{PathSpecifier: prefix, Headers: []*routev3.HeaderMatcher{{
-				Name: "knative-serving-tag",
+				Name: wire.HeaderTagLower,
 				HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
 					MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "v2"},
 				}},
@@ -150,7 +151,7 @@ func TestGRPCClientRoutedByAuthority(t *testing.T) {
 		t.Fatalf("subscribed to %v, want the authority's host only", got)
 	}
 
-	tagged := metadata.AppendToOutgoingContext(callCtx, "knative-serving-tag", "v2")
+	tagged := metadata.AppendToOutgoingContext(callCtx, wire.HeaderTagLower, "v2")
 	resp, err := client.Check(tagged, &healthpb.HealthCheckRequest{Service: "hello"})
 	if err != nil || resp.Status != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("tag v2: %v, %v; want hello-00002's answer NOT_SERVING", resp, err)

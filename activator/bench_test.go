@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/activator/instances"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // BenchmarkProxy compares a small request sent straight to an instance with the same request
@@ -41,8 +42,8 @@ func BenchmarkProxy(b *testing.B) {
 	targets := []struct{ name, url string }{{"direct", backend.URL}, {"activator", front.URL}, {"reverseproxy", slowFront.URL}}
 	send := func(b *testing.B, url string) {
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		req.Header.Set(HeaderNamespace, "default")
-		req.Header.Set(HeaderRevision, "hello-00001")
+		req.Header.Set(wire.HeaderNamespace, "default")
+		req.Header.Set(wire.HeaderRevision, "hello-00001")
 		resp, err := client.Do(req)
 		if err != nil {
 			b.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluice-dev/sluice/activator/xdsclient"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // pokeWatcher is an LRS server that hands the test each cluster reported with requests in progress.
@@ -55,8 +56,8 @@ func (p *pokeWatcher) StreamLoadStats(st lrsv3.LoadReportingService_StreamLoadSt
 }
 
 func revisionCLA(name string, addrs ...string) *endpointv3.ClusterLoadAssignment {
-	md, _ := structpb.NewStruct(map[string]any{"containerConcurrency": 1.0, "timeoutSeconds": 300.0, "protocol": "http1"})
-	loc := &endpointv3.LocalityLbEndpoints{Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"sluice.dev": md}}}
+	md, _ := structpb.NewStruct(map[string]any{wire.MetadataContainerConcurrency: 1.0, wire.MetadataTimeoutSeconds: 300.0, wire.MetadataProtocol: wire.ProtocolHTTP1})
+	loc := &endpointv3.LocalityLbEndpoints{Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{wire.MetadataKey: md}}}
 	for _, a := range addrs {
 		host, port, _ := net.SplitHostPort(a)
 		p, _ := strconv.ParseUint(port, 10, 32)
@@ -90,8 +91,8 @@ func TestScaleFromZeroThroughTheControlPlane(t *testing.T) {
 
 	s := serve(t, Options{ControlPlane: ln.Addr().String(), NodeID: "activator-test"})
 	node := <-pw.nodes
-	if node.GetId() != "activator-test" || node.GetUserAgentName() != "sluice-activator" ||
-		node.GetMetadata().GetFields()["sluice.dev/node-kind"].GetStringValue() != NodeKind {
+	if node.GetId() != "activator-test" || node.GetUserAgentName() != wire.ActivatorUserAgent ||
+		node.GetMetadata().GetFields()[wire.NodeKindMetadataKey].GetStringValue() != string(wire.NodeActivator) {
 		t.Fatalf("node = %v", node)
 	}
 

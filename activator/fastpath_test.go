@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/activator/instances"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 func TestFastPathFits(t *testing.T) {
@@ -212,7 +213,7 @@ func TestFastPathHeaders(t *testing.T) {
 	if got := h.Get("X-Forwarded-For"); got != "10.0.0.1, 127.0.0.1" {
 		t.Errorf("X-Forwarded-For = %q, want the client appended", got)
 	}
-	if h.Get("X-Forwarded-Proto") != "https" || h.Get("X-End") != "kept" || h.Get(HeaderRevision) != "h-00001" {
+	if h.Get("X-Forwarded-Proto") != "https" || h.Get("X-End") != "kept" || h.Get(wire.HeaderRevision) != "h-00001" {
 		t.Errorf("end-to-end headers lost: %v", h)
 	}
 	if h.Get("User-Agent") != "Go-http-client/1.1" {
@@ -251,8 +252,8 @@ func TestFastPathChunkedBodiesAndTrailers(t *testing.T) {
 	}()
 	req, _ := http.NewRequest(http.MethodPost, s.url, pr)
 	req.Trailer = http.Header{"X-Client": {"trailing"}}
-	req.Header.Set(HeaderNamespace, "default")
-	req.Header.Set(HeaderRevision, "t-00001")
+	req.Header.Set(wire.HeaderNamespace, "default")
+	req.Header.Set(wire.HeaderRevision, "t-00001")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -323,7 +324,7 @@ func TestFastPathClientGoneClosesTheUpstreamConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\n%s: default\r\n%s: g-00001\r\n\r\n", HeaderNamespace, HeaderRevision)
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\n%s: default\r\n%s: g-00001\r\n\r\n", wire.HeaderNamespace, wire.HeaderRevision)
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -347,7 +348,7 @@ func TestFastPathRevisionTimeoutClosesTheConnection(t *testing.T) {
 	b := trackedBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
 	s.Update([]instances.Revision{{Name: "default/slow-00001", Timeout: time.Millisecond, Addrs: []string{b.addr}}}, nil)
 	resp, body := get(t, s.url, "default", "slow-00001")
-	if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get(HeaderRefused) != "revision-timeout" {
+	if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get(wire.HeaderRefused) != wire.RefusedRevisionTimeout {
 		t.Fatalf("got %d %q", resp.StatusCode, body)
 	}
 	waitFor(t, func() bool { return s.proxy.conns.open.Load() == 0 && b.open.Load() == 0 })
@@ -509,8 +510,8 @@ func TestFastPathDoesNotLeakConnections(t *testing.T) {
 		wg.Go(func() {
 			path := []string{"/", "/close", "/drop", "/half", "/"}[i%5]
 			req, _ := http.NewRequest(http.MethodPost, s.url+path, strings.NewReader("body"))
-			req.Header.Set(HeaderNamespace, "default")
-			req.Header.Set(HeaderRevision, "x-00001")
+			req.Header.Set(wire.HeaderNamespace, "default")
+			req.Header.Set(wire.HeaderRevision, "x-00001")
 			resp, err := http.DefaultClient.Do(req)
 			if err == nil {
 				io.Copy(io.Discard, resp.Body)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluice-dev/sluice/activator/instances"
 	"github.com/sluice-dev/sluice/activator/routes"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // ServeHTTP forwards a request to an instance of its revision, queueing it until one has
@@ -77,36 +78,32 @@ func (a *Activator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// HeaderTag selects a tag's route on a host, for requests routed by their authority. gRPC
-// clients send it as metadata "knative-serving-tag".
-const HeaderTag = "Knative-Serving-Tag"
-
 // revisionOf is the revision ("namespace/revision") a request is for: the one the gateway's
 // headers name, or else one its host's route leads to. When there is none it answers the
 // request itself and ok is false.
 func (a *Activator) revisionOf(w http.ResponseWriter, r *http.Request) (key string, ok bool) {
-	if name := r.Header.Get(HeaderRevision); name != "" {
-		ns := r.Header.Get(HeaderNamespace)
+	if name := r.Header.Get(wire.HeaderRevision); name != "" {
+		ns := r.Header.Get(wire.HeaderNamespace)
 		if ns == "" {
-			http.Error(w, "activator: missing header "+HeaderNamespace, http.StatusBadRequest)
+			http.Error(w, "activator: missing header "+wire.HeaderNamespace, http.StatusBadRequest)
 			return "", false
 		}
 		return ns + "/" + name, true
 	}
 	host := hostOf(r.Host)
 	if host == "" {
-		http.Error(w, "activator: no "+HeaderRevision+" header and no host to route by", http.StatusBadRequest)
+		http.Error(w, "activator: no "+wire.HeaderRevision+" header and no host to route by", http.StatusBadRequest)
 		return "", false
 	}
 	h := a.hosts.get(r.Context(), host, a.opts.UnknownRevisionWait)
 	if h == nil {
-		http.Error(w, fmt.Sprintf("activator: no %s header and no route for host %q", HeaderRevision, host), http.StatusNotFound)
+		http.Error(w, fmt.Sprintf("activator: no %s header and no route for host %q", wire.HeaderRevision, host), http.StatusNotFound)
 		return "", false
 	}
-	tag := r.Header.Get(HeaderTag)
+	tag := r.Header.Get(wire.HeaderTag)
 	route, ok := h.Match(tag)
 	if !ok {
-		http.Error(w, fmt.Sprintf("activator: no route of host %q for %s %q", host, HeaderTag, tag), http.StatusNotFound)
+		http.Error(w, fmt.Sprintf("activator: no route of host %q for %s %q", host, wire.HeaderTag, tag), http.StatusNotFound)
 		return "", false
 	}
 	key, ok = routes.Pick(route.Targets, a.standing, rand.Uint64())
@@ -156,16 +153,16 @@ func (a *Activator) refuse(w http.ResponseWriter, r *http.Request, key string, s
 	default:
 		return // the client went away: nobody to answer
 	}
-	w.Header().Set(HeaderRefused, err.Error())
+	w.Header().Set(wire.HeaderRefused, err.Error())
 	http.Error(w, msg, status)
 }
 
-var errRevisionTimeout = errors.New("revision-timeout")
+var errRevisionTimeout = errors.New(wire.RefusedRevisionTimeout)
 
 // revisionTimedOut answers a request that outlived its revision's timeoutSeconds, whether it
 // was still queued or already at an instance.
 func revisionTimedOut(w http.ResponseWriter, key string, timeout time.Duration) {
-	w.Header().Set(HeaderRefused, errRevisionTimeout.Error())
+	w.Header().Set(wire.HeaderRefused, errRevisionTimeout.Error())
 	http.Error(w, fmt.Sprintf("activator: timeout of %s (%s) exceeded", key, timeout), http.StatusGatewayTimeout)
 }
 

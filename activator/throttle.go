@@ -11,13 +11,15 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/activator/instances"
+	"github.com/sluice-dev/sluice/wire"
 )
 
-// Why a request was not given an instance. Each is answered with its own status and header value.
+// Why a request was not given an instance. Each is answered with its own status, and with its
+// text as the wire.HeaderRefused value.
 var (
-	errQueueFull      = errors.New("queue-full")
-	errQueueBytesFull = errors.New("queue-bytes-full")
-	errQueueTimeout   = errors.New("queue-timeout")
+	errQueueFull      = errors.New(wire.RefusedQueueFull)
+	errQueueBytesFull = errors.New(wire.RefusedQueueBytesFull)
+	errQueueTimeout   = errors.New(wire.RefusedQueueTimeout)
 )
 
 // backend is one ready instance and the requests the activator has in flight to it.

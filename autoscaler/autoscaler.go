@@ -28,6 +28,7 @@ import (
 	"github.com/sluice-dev/sluice/autoscaler/scaling"
 	"github.com/sluice-dev/sluice/routing"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
+	"github.com/sluice-dev/sluice/routing/v1/autoscaling"
 	"github.com/sluice-dev/sluice/xds"
 )
 
@@ -253,7 +254,7 @@ func (a *Autoscaler) Tick() {
 		in := scaling.Input{Ready: int32(inst.Ready), Reachable: reachable}
 		avg := a.metrics.Averages(clusterOf(key), cfg.StableWindow, panicWindow(cfg), now)
 		in.StableAverage, in.PanicAverage, in.HasData = avg.StableConcurrency, avg.PanicConcurrency, avg.HasData
-		if cfg.Metric == scaling.MetricRPS {
+		if cfg.Metric == autoscaling.MetricRPS {
 			in.StableAverage, in.PanicAverage = avg.StableRPS, avg.PanicRPS
 		}
 

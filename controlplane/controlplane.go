@@ -233,7 +233,7 @@ func (l *Loop) Sync(ctx context.Context) error {
 	// server re-diffs only those. A full pass (changed == nil) diffs everything.
 	tab, diff := l.tables.BuildDiff(st, l.eps, changed)
 	res := l.tr.TranslateDiff(tab, diff)
-	stats, err := l.xds.UpdateChanged((*xds.Resources)(res), xds.Changes(l.tr.LastChanges()))
+	stats, err := l.xds.UpdateChanged(res, l.tr.LastChanges())
 	if err != nil {
 		return fmt.Errorf("push xDS: %w", err)
 	}

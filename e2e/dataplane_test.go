@@ -17,6 +17,8 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/xds"
+
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // callTimeout bounds one request through a data plane.
@@ -92,7 +94,7 @@ func (g *grpcPlane) call(ctx context.Context, host, tag string) (string, error) 
 		return "", err
 	}
 	if tag != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, "knative-serving-tag", tag)
+		ctx = metadata.AppendToOutgoingContext(ctx, wire.HeaderTagLower, tag)
 	}
 	resp, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{FillServerId: true})
 	if err != nil {
@@ -116,7 +118,7 @@ func (e *envoyPlane) call(ctx context.Context, host, tag string) (string, error)
 	}
 	req.Host = host
 	if tag != "" {
-		req.Header.Set("Knative-Serving-Tag", tag)
+		req.Header.Set(wire.HeaderTag, tag)
 	}
 	resp, err := e.client.Do(req)
 	if err != nil {

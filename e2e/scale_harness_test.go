@@ -21,6 +21,8 @@ import (
 
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // Scale-from-zero tests run sluice with the shortest windows Knative allows, so that a revision
@@ -304,8 +306,8 @@ func (a *activatorPlane) do(ctx context.Context, host string) (activatorAnswer, 
 		return activatorAnswer{}, err
 	}
 	req.Host = host
-	req.Header.Set("Knative-Serving-Namespace", a.namespace)
-	req.Header.Set("Knative-Serving-Revision", a.revision)
+	req.Header.Set(wire.HeaderNamespace, a.namespace)
+	req.Header.Set(wire.HeaderRevision, a.revision)
 	resp, err := a.client.Do(req)
 	if err != nil {
 		return activatorAnswer{}, err
@@ -315,7 +317,7 @@ func (a *activatorPlane) do(ctx context.Context, host string) (activatorAnswer, 
 	if err != nil {
 		return activatorAnswer{}, err
 	}
-	return activatorAnswer{status: resp.StatusCode, refused: resp.Header.Get("X-Sluice-Activator"), body: string(body)}, nil
+	return activatorAnswer{status: resp.StatusCode, refused: resp.Header.Get(wire.HeaderRefused), body: string(body)}, nil
 }
 
 func (a *activatorPlane) call(ctx context.Context, host, tag string) (string, error) {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // burstTimeout bounds one request of a burst from zero: a cold start of a -race build queued
@@ -200,7 +202,7 @@ func TestScaleSteadyLoadAndScaleDown(t *testing.T) {
 // (--activator-queue-requests), once with a standalone `sluice activator` next to serve.
 func TestScaleActivatorQueueFull(t *testing.T) {
 	// Start at zero. Globally: admission refuses the initial-scale "0" annotation whatever
-	// --allow-zero-initial-scale says (scaling.ValidateAnnotations checks against Knative's default).
+	// --allow-zero-initial-scale says (autoscaling.ValidateAnnotations checks against Knative's default).
 	atZero := []string{"--allow-zero-initial-scale", "--initial-scale", "0"}
 	t.Run("in-process", func(t *testing.T) {
 		e := startScaleSluice(t, append(atZero, "--activator-queue-requests", "2")...)
@@ -272,7 +274,7 @@ func checkQueueFull(t *testing.T, e *scaleEnv) {
 			t.Errorf("request %d: %v", i, err)
 		case a.status == http.StatusOK && a.body == "Hello v1!\n":
 			ok++
-		case a.status == http.StatusServiceUnavailable && a.refused == "queue-full" && strings.Contains(a.body, wantBody):
+		case a.status == http.StatusServiceUnavailable && a.refused == wire.RefusedQueueFull && strings.Contains(a.body, wantBody):
 			full++
 		default:
 			t.Errorf("request %d: HTTP %d, X-Sluice-Activator %q, body %q; want 200 Hello v1! or 503 queue-full saying %q",

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sluice-dev/sluice/routing"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // What gRPC-Go's xDS client (internal/xds/xdsclient/xdsresource, v1.85) does with what we emit.
@@ -44,9 +45,6 @@ const (
 	// httpProtocolOptionsKey is the extension name Envoy looks up in a cluster's
 	// typed_extension_protocol_options for upstream HTTP settings.
 	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-	// tagHeaderName is routing.TagHeader lowercased: header names are case-insensitive on the
-	// wire, and gRPC matches against lowercased metadata keys.
-	tagHeaderName = "knative-serving-tag"
 	// connectTimeout bounds a TCP connect to a revision instance; a dead instance must fail over
 	// quickly, and local instances connect in microseconds.
 	connectTimeout = 5 * time.Second
@@ -129,18 +127,9 @@ func buildCluster(name string, p routing.Protocol, scaled bool) *clusterv3.Clust
 	return c
 }
 
-// Activator metadata: the activator reads these from the one locality of a revision's
-// activator load assignment (there is no metadata on a ClusterLoadAssignment itself).
-const (
-	ActivatorMetadataKey          = "sluice.dev"
-	ActivatorContainerConcurrency = "containerConcurrency"
-	ActivatorTimeoutSeconds       = "timeoutSeconds"
-	ActivatorProtocol             = "protocol"
-	ActivatorProxied              = "proxied"
-)
-
 // buildActivatorLoadAssignment is what activators are told of a scaled revision: its ready
-// instances (never the activator itself) and what the activator needs to forward to them.
+// instances (never the activator itself) and what the activator needs to forward to them, in
+// the metadata of its one locality (wire.MetadataKey).
 func buildActivatorLoadAssignment(b *routing.Backend) *endpointv3.ClusterLoadAssignment {
 	s := b.Scaled
 	cla := buildLoadAssignment(b.Cluster, s.Instances)
@@ -152,11 +141,11 @@ func buildActivatorLoadAssignment(b *routing.Backend) *endpointv3.ClusterLoadAss
 		lb.HealthStatus = corev3.HealthStatus_HEALTHY
 	}
 	loc.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
-		ActivatorMetadataKey: {Fields: map[string]*structpb.Value{
-			ActivatorContainerConcurrency: structpb.NewNumberValue(float64(s.ContainerConcurrency)),
-			ActivatorTimeoutSeconds:       structpb.NewNumberValue(float64(s.TimeoutSeconds)),
-			ActivatorProtocol:             structpb.NewStringValue(b.Protocol.String()),
-			ActivatorProxied:              structpb.NewBoolValue(s.Proxied),
+		wire.MetadataKey: {Fields: map[string]*structpb.Value{
+			wire.MetadataContainerConcurrency: structpb.NewNumberValue(float64(s.ContainerConcurrency)),
+			wire.MetadataTimeoutSeconds:       structpb.NewNumberValue(float64(s.TimeoutSeconds)),
+			wire.MetadataProtocol:             structpb.NewStringValue(b.Protocol.String()),
+			wire.MetadataProxied:              structpb.NewBoolValue(s.Proxied),
 		}},
 	}}
 	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{loc}
@@ -229,7 +218,7 @@ func tagMatch(tag string) *routev3.RouteMatch {
 	return &routev3.RouteMatch{
 		PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
 		Headers: []*routev3.HeaderMatcher{{
-			Name: tagHeaderName,
+			Name: wire.HeaderTagLower,
 			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
 				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: tag},
 			}},
@@ -286,8 +275,8 @@ func buildAction(hr *routing.HTTPRoute, headers headersFunc) *routev3.Route_Rout
 // client sent, or a client could steer its request to any revision.
 func splitHeaders(namespace, revision string) []*corev3.HeaderValueOption {
 	return []*corev3.HeaderValueOption{
-		overwriteHeader(routing.RevisionHeader, revision),
-		overwriteHeader(routing.NamespaceHeader, namespace),
+		overwriteHeader(wire.HeaderRevision, revision),
+		overwriteHeader(wire.HeaderNamespace, namespace),
 	}
 }
 

@@ -12,8 +12,7 @@ import (
 )
 
 // Changes name the resources one translation added, changed or removed, per type, so that the
-// xds layer diffs only those (xds.Server.UpdateChanged) instead of every resource. Its fields
-// match xds.Changes, so the caller converts one to the other: xds.Changes(ch).
+// xds layer diffs only those (xds.Server.UpdateChanged) instead of every resource.
 type Changes struct {
 	// Full means anything may have changed: the xds layer must diff everything (Update).
 	Full bool

@@ -15,6 +15,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/sluice-dev/sluice/routing"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // Names of the Envoy gateway listeners and of their route configurations.
@@ -451,10 +452,10 @@ func (t *Translator) buildBackend(old *backendEntry, b *routing.Backend) *backen
 		e.headers, e.ns = old.headers, old.ns // e takes over old's reference
 	} else {
 		e.ns = t.pools.namespaces.acquire(&b.Namespace, func() *corev3.HeaderValueOption {
-			return overwriteHeader(routing.NamespaceHeader, b.Namespace)
+			return overwriteHeader(wire.HeaderNamespace, b.Namespace)
 		})
 		// splitHeaders' list, with the namespace's header shared.
-		e.headers = []*corev3.HeaderValueOption{overwriteHeader(routing.RevisionHeader, b.Revision), e.ns.val}
+		e.headers = []*corev3.HeaderValueOption{overwriteHeader(wire.HeaderRevision, b.Revision), e.ns.val}
 		if old != nil {
 			t.dropBackend(old)
 		}

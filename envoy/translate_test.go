@@ -14,6 +14,7 @@ import (
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 
 	"github.com/sluice-dev/sluice/routing"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 func split(ns, rev string, pct uint32) routing.Split {
@@ -276,7 +277,7 @@ func checkRoute(t *testing.T, where string, r *routev3.Route, want wantRoute) {
 	}
 	var tag string
 	switch hs := m.GetHeaders(); {
-	case len(hs) == 1 && hs[0].GetName() == "knative-serving-tag":
+	case len(hs) == 1 && hs[0].GetName() == wire.HeaderTagLower:
 		tag = hs[0].GetStringMatch().GetExact()
 	case len(hs) != 0:
 		t.Errorf("%s: unexpected header matchers %v", where, hs)
@@ -321,9 +322,9 @@ func headerValues(hs []*corev3.HeaderValueOption) (rev, ns string) {
 			return "", ""
 		}
 		switch h.GetHeader().GetKey() {
-		case routing.RevisionHeader:
+		case wire.HeaderRevision:
 			rev = h.GetHeader().GetValue()
-		case routing.NamespaceHeader:
+		case wire.HeaderNamespace:
 			ns = h.GetHeader().GetValue()
 		}
 	}
@@ -434,9 +435,9 @@ func TestScaledBackend(t *testing.T) {
 	if got := endpointAddrs(cla); !slices.Equal(got, []string{"127.0.0.1:9001", "127.0.0.1:9002"}) {
 		t.Errorf("activator endpoints = %v, want the instances", got)
 	}
-	md := cla.GetEndpoints()[0].GetMetadata().GetFilterMetadata()[ActivatorMetadataKey].GetFields()
-	if md[ActivatorContainerConcurrency].GetNumberValue() != 10 || md[ActivatorTimeoutSeconds].GetNumberValue() != 60 ||
-		md[ActivatorProtocol].GetStringValue() != "h2c" {
+	md := cla.GetEndpoints()[0].GetMetadata().GetFilterMetadata()[wire.MetadataKey].GetFields()
+	if md[wire.MetadataContainerConcurrency].GetNumberValue() != 10 || md[wire.MetadataTimeoutSeconds].GetNumberValue() != 60 ||
+		md[wire.MetadataProtocol].GetStringValue() != wire.ProtocolH2C {
 		t.Errorf("activator metadata = %v", md)
 	}
 	if _, ok := res.ActivatorEndpoints[static.Cluster]; ok {

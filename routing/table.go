@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // Table is the resolved routing state: what every gateway and xDS client must do, with no
@@ -49,16 +51,6 @@ type VirtualHost struct {
 	Routes []HTTPRoute
 }
 
-// TagHeader is the request header that selects a tag's revision on a main host.
-const TagHeader = "Knative-Serving-Tag"
-
-// Headers the gateway sets on every split so the activator knows the target; they overwrite
-// anything the client sent.
-const (
-	RevisionHeader  = "Knative-Serving-Revision"
-	NamespaceHeader = "Knative-Serving-Namespace"
-)
-
 // HTTPRoute is one route of a virtual host.
 type HTTPRoute struct {
 	// TagHeader, when set, makes the route match only requests whose Knative-Serving-Tag
@@ -87,11 +79,12 @@ const (
 	H2C
 )
 
+// String is the protocol as the activator's metadata names it (wire.MetadataProtocol).
 func (p Protocol) String() string {
 	if p == H2C {
-		return "h2c"
+		return wire.ProtocolH2C
 	}
-	return "http1"
+	return wire.ProtocolHTTP1
 }
 
 // Backend is a revision's upstream: one Envoy cluster and its load assignment.

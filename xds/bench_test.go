@@ -7,11 +7,13 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
+
+	"github.com/sluice-dev/sluice/envoy"
 )
 
 const benchServices = 10_000 // 20k clusters and load assignments, 30k route configurations
 
-func benchServer(b *testing.B) (*Server, *Resources) {
+func benchServer(b *testing.B) (*Server, *envoy.Resources) {
 	b.Helper()
 	srv, err := NewServer(b.Context(), Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -40,7 +42,7 @@ func BenchmarkUpdateNoChange(b *testing.B) {
 // Update, as a scale event does.
 func BenchmarkUpdateOneEndpoint(b *testing.B) {
 	srv, res := benchServer(b)
-	states := [2]*Resources{res.clone(), res.clone()}
+	states := [2]*envoy.Resources{clone(res), clone(res)}
 	states[1].Endpoints[revA] = cla(revA, 9999)
 	var bytes, changed int64
 	b.ReportAllocs()
@@ -91,7 +93,7 @@ func BenchmarkUpdateOneRouteWithDeltaClient(b *testing.B) {
 	if r := recv(); len(r.GetResources()) != len(names) {
 		b.Fatalf("initial fetch: %d route configurations", len(r.GetResources()))
 	}
-	states := [2]*Resources{res.clone(), res.clone()}
+	states := [2]*envoy.Resources{clone(res), clone(res)}
 	states[1].Routes[hostA] = routeConfig(hostA, hostA, map[string]uint32{revA: 1, "default/svc0-00002": 99})
 	var sent int64
 	i := 0

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluice-dev/sluice/envoy"
 	"github.com/sluice-dev/sluice/routing"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // cacheVersions is every cache's name → version, and the names go-control-plane's cache holds.
@@ -62,7 +63,7 @@ func checkSameCaches(t *testing.T, where string, got, want *Server) {
 	}
 }
 
-// TestUpdateChangedMatchesUpdate applies random changes to one Resources in place (as the
+// TestUpdateChangedMatchesUpdate applies random changes to one envoy.Resources in place (as the
 // translator does) and pushes them to one server with Update and to another with
 // UpdateChanged naming what changed (plus names that did not, or never existed): after every
 // step both caches must hold the same names at the same versions, and the stats agree.
@@ -72,12 +73,12 @@ func TestUpdateChangedMatchesUpdate(t *testing.T) {
 		full, inc := newHarness(t), newHarness(t)
 		res := fixture(20)
 		full.update(res)
-		if _, err := inc.srv.UpdateChanged(res, Changes{Full: true}); err != nil {
+		if _, err := inc.srv.UpdateChanged(res, envoy.Changes{Full: true}); err != nil {
 			t.Fatal(err)
 		}
 		checkSameCaches(t, fmt.Sprintf("seed %d start", seed), inc.srv, full.srv)
 		for step := range 60 {
-			var ch Changes
+			var ch envoy.Changes
 			for range 1 + rng.IntN(3) {
 				mutateResources(rng, res, &ch)
 			}
@@ -103,7 +104,7 @@ func TestUpdateChangedMatchesUpdate(t *testing.T) {
 }
 
 // mutateResources makes one change to res in place and names it in ch.
-func mutateResources(rng *rand.Rand, res *Resources, ch *Changes) {
+func mutateResources(rng *rand.Rand, res *envoy.Resources, ch *envoy.Changes) {
 	svc := fmt.Sprintf("svc%d", rng.IntN(25)) // some beyond fixture(20): added later
 	host := svc + ".default.example.com"
 	rev := "default/" + svc + "-00001"
@@ -142,21 +143,21 @@ func mutateResources(rng *rand.Rand, res *Resources, ch *Changes) {
 	}
 }
 
-// TestUpdateChangedMissesWhatIsNotNamed documents the contract: a change left out of Changes is
+// TestUpdateChangedMissesWhatIsNotNamed documents the contract: a change left out of envoy.Changes is
 // not pushed (which is what the equivalence test above would catch in the translator).
 func TestUpdateChangedMissesWhatIsNotNamed(t *testing.T) {
 	h := newHarness(t)
 	res := fixture(2)
 	h.update(res)
-	before, _ := h.srv.Version(resource.EndpointType, revA, NodeEnvoy)
+	before, _ := h.srv.Version(resource.EndpointType, revA, wire.NodeEnvoy)
 	res.Endpoints[revA] = cla(revA, 9999)
-	if st, err := h.srv.UpdateChanged(res, Changes{Routes: []string{hostA}}); err != nil || st != (UpdateStats{}) {
+	if st, err := h.srv.UpdateChanged(res, envoy.Changes{Routes: []string{hostA}}); err != nil || st != (UpdateStats{}) {
 		t.Fatalf("UpdateChanged naming an unchanged route: %+v, %v", st, err)
 	}
-	if v, _ := h.srv.Version(resource.EndpointType, revA, NodeEnvoy); v != before {
+	if v, _ := h.srv.Version(resource.EndpointType, revA, wire.NodeEnvoy); v != before {
 		t.Fatal("a change that was not named was diffed")
 	}
-	if st, err := h.srv.UpdateChanged(res, Changes{Endpoints: []string{revA}}); err != nil || st.Changed != 1 {
+	if st, err := h.srv.UpdateChanged(res, envoy.Changes{Endpoints: []string{revA}}); err != nil || st.Changed != 1 {
 		t.Fatalf("naming it: %+v, %v", st, err)
 	}
 }
@@ -198,7 +199,7 @@ func TestTranslateDiffIntoUpdateChangedUnderRace(t *testing.T) {
 	pct := slices.Repeat([]uint32{80}, n)
 	tab := xdsTable(n, pct)
 	res := tr.TranslateDiff(tab, routing.TableDiff{Full: true})
-	if _, err := h.srv.UpdateChanged((*Resources)(res), Changes(tr.LastChanges())); err != nil {
+	if _, err := h.srv.UpdateChanged(res, tr.LastChanges()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -232,7 +233,7 @@ func TestTranslateDiffIntoUpdateChangedUnderRace(t *testing.T) {
 		}}
 		res = tr.TranslateDiff(next, d)
 		tab = next
-		st, err := h.srv.UpdateChanged((*Resources)(res), Changes(tr.LastChanges()))
+		st, err := h.srv.UpdateChanged(res, tr.LastChanges())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -251,7 +252,7 @@ func TestTranslateDiffIntoUpdateChangedUnderRace(t *testing.T) {
 	wg.Wait()
 
 	ref := newHarness(t)
-	ref.update((*Resources)(envoy.NewTranslator(envoy.Options{}).Translate(tab)))
+	ref.update(envoy.NewTranslator(envoy.Options{}).Translate(tab))
 	checkSameCaches(t, "after the loop", h.srv, ref.srv)
 }
 

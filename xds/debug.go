@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // DebugState is what DebugHandler serves.
@@ -17,14 +19,14 @@ type DebugState struct {
 // CacheStatus lists the resources of one cache and their versions.
 type CacheStatus struct {
 	TypeURL   string            `json:"type_url"`
-	NodeKinds []NodeKind        `json:"node_kinds"` // the kinds of node served from this cache
+	NodeKinds []wire.NodeKind   `json:"node_kinds"` // the kinds of node served from this cache
 	Resources map[string]string `json:"resources"`  // name → version
 }
 
 // NodeStatus is one connected stream.
 type NodeStatus struct {
 	ID        string                `json:"id"`
-	Kind      NodeKind              `json:"kind"`
+	Kind      wire.NodeKind         `json:"kind"`
 	UserAgent string                `json:"user_agent"`
 	Protocol  string                `json:"protocol"` // sotw or delta
 	Stream    int64                 `json:"stream"`

@@ -24,6 +24,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sluice-dev/sluice/envoy"
 )
 
 // syncBuffer collects log output written from stream goroutines.
@@ -91,7 +93,7 @@ func newHarness(t testing.TB) *harness {
 	return &harness{t: t, ctx: ctx, srv: srv, conn: conn, reg: reg, logs: logs}
 }
 
-func (h *harness) update(res *Resources) UpdateStats {
+func (h *harness) update(res *envoy.Resources) UpdateStats {
 	h.t.Helper()
 	st, err := h.srv.Update(res)
 	if err != nil {
@@ -282,8 +284,8 @@ func apiListener(host string) *listenerv3.Listener {
 // assignments, three route configurations per service (its host and two tag
 // hosts, as gRPC sees them), and the two Envoy listeners with their route
 // configurations.
-func fixture(n int) *Resources {
-	r := &Resources{
+func fixture(n int) *envoy.Resources {
+	r := &envoy.Resources{
 		Clusters:     make(map[string]*clusterv3.Cluster, 2*n),
 		Endpoints:    make(map[string]*endpointv3.ClusterLoadAssignment, 2*n),
 		Routes:       make(map[string]*routev3.RouteConfiguration, 3*n+2),
@@ -309,8 +311,8 @@ func fixture(n int) *Resources {
 
 // clone copies the maps so a test can change a few entries and keep the other
 // pointers, as the translator does.
-func (r *Resources) clone() *Resources {
-	return &Resources{
+func clone(r *envoy.Resources) *envoy.Resources {
+	return &envoy.Resources{
 		Clusters:     cloneMap(r.Clusters),
 		Endpoints:    cloneMap(r.Endpoints),
 		Routes:       cloneMap(r.Routes),

@@ -1,49 +1,12 @@
 package xds
 
 import (
-	"strings"
-
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/sluice-dev/sluice/wire"
 )
 
-// NodeKind says what an xDS client is served: Envoy gateways get the real
-// listeners, proxyless gRPC clients get API listeners named by host; clusters,
-// endpoints and route configurations are the same for both. Activators get load
-// assignments of their own (a scaled revision's ready instances, even while the
-// gateways' assignment for it points at the activator) and the per-host route
-// configurations, to find the revision of a request from a gRPC client.
-type NodeKind string
-
-const (
-	NodeEnvoy     NodeKind = "envoy"
-	NodeGRPC      NodeKind = "grpc"
-	NodeActivator NodeKind = "activator"
-)
-
-// NodeKindMetadataKey lets a client state its kind in node metadata when its
-// user agent is misleading (e.g. a gRPC client that wants Envoy's listeners).
-const NodeKindMetadataKey = "sluice.dev/node-kind"
-
-// NodeKinds lists every kind, in a stable order.
-var NodeKinds = []NodeKind{NodeEnvoy, NodeGRPC, NodeActivator}
-
-// ClassifyNode tells the kind of an xDS client. gRPC sets user_agent_name to
-// "gRPC Go", "gRPC Java", "gRPC C-core"…; anything else, including a node that
-// sends no user agent, is treated as Envoy because Envoy is what a bare
-// bootstrap most likely is.
-func ClassifyNode(node *core.Node) NodeKind {
-	if v := node.GetMetadata().GetFields()[NodeKindMetadataKey].GetStringValue(); v != "" {
-		switch NodeKind(strings.ToLower(v)) {
-		case NodeEnvoy:
-			return NodeEnvoy
-		case NodeGRPC:
-			return NodeGRPC
-		case NodeActivator:
-			return NodeActivator
-		}
-	}
-	if strings.HasPrefix(strings.ToLower(node.GetUserAgentName()), "grpc") {
-		return NodeGRPC
-	}
-	return NodeEnvoy
+// nodeKind tells the kind of an xDS client by wire's rule, from its node.
+func nodeKind(node *core.Node) wire.NodeKind {
+	return wire.ClassifyNode(node.GetMetadata().GetFields()[wire.NodeKindMetadataKey].GetStringValue(), node.GetUserAgentName())
 }

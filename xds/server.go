@@ -1,5 +1,6 @@
-// Package xds serves sluice's Envoy resources over xDS to Envoy gateways and to
-// proxyless gRPC clients.
+// Package xds serves sluice's Envoy resources over xDS to Envoy gateways, to
+// proxyless gRPC clients and to activators: the envoy.Resources the translator
+// produces, and the envoy.Changes it names, are what Update and UpdateChanged take.
 //
 // It builds on go-control-plane's LinearCache, one per (type, node kind) behind
 // a MuxCache. LinearCache keeps a version per resource, so a change re-sends
@@ -38,10 +39,6 @@ import (
 	"log/slog"
 	"sync"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
@@ -54,20 +51,10 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-)
 
-// Resources is the full desired state, in the shape of envoy.Resources so the
-// caller can convert one to the other: (*xds.Resources)(res).
-type Resources struct {
-	Clusters     map[string]*clusterv3.Cluster
-	Endpoints    map[string]*endpointv3.ClusterLoadAssignment
-	Routes       map[string]*routev3.RouteConfiguration // shared by Envoy's listeners and gRPC's API listeners
-	Listeners    map[string]*listenerv3.Listener        // Envoy nodes only
-	APIListeners map[string]*listenerv3.Listener        // gRPC nodes only, named by host
-	// ActivatorEndpoints are activators' load assignments (activator nodes only), named like
-	// the gateways' ones.
-	ActivatorEndpoints map[string]*endpointv3.ClusterLoadAssignment
-}
+	"github.com/sluice-dev/sluice/envoy"
+	"github.com/sluice-dev/sluice/wire"
+)
 
 // UpdateStats says what an Update changed.
 type UpdateStats struct {
@@ -116,8 +103,8 @@ const (
 
 // keyFor maps a request's type and the client's kind to its cache; ok is false
 // for a type sluice does not serve.
-func keyFor(typeURL string, kind NodeKind) (cacheKey, bool) {
-	if kind == NodeActivator {
+func keyFor(typeURL string, kind wire.NodeKind) (cacheKey, bool) {
+	if kind == wire.NodeActivator {
 		switch typeURL {
 		case resource.EndpointType:
 			return keyActivatorEDS, true
@@ -136,7 +123,7 @@ func keyFor(typeURL string, kind NodeKind) (cacheKey, bool) {
 	case resource.RouteType:
 		return keyRoutes, true
 	case resource.ListenerType:
-		if kind == NodeGRPC {
+		if kind == wire.NodeGRPC {
 			return keyGRPCListener, true
 		}
 		return keyEnvoyListener, true
@@ -148,7 +135,7 @@ func keyFor(typeURL string, kind NodeKind) (cacheKey, bool) {
 type cacheState struct {
 	key     cacheKey
 	typeURL string
-	kinds   []NodeKind // node kinds served from this cache
+	kinds   []wire.NodeKind // node kinds served from this cache
 	cache   *cache.LinearCache
 
 	entries map[string]*entry
@@ -213,7 +200,7 @@ func NewServer(ctx context.Context, opts Options) (*Server, error) {
 		caches:  make(map[cacheKey]*cacheState),
 	}
 	glog := gcpLogger{logger}
-	add := func(key cacheKey, typeURL string, kinds ...NodeKind) {
+	add := func(key cacheKey, typeURL string, kinds ...wire.NodeKind) {
 		s.caches[key] = &cacheState{
 			key:     key,
 			typeURL: typeURL,
@@ -222,19 +209,19 @@ func NewServer(ctx context.Context, opts Options) (*Server, error) {
 			entries: make(map[string]*entry),
 		}
 	}
-	add(keyClusters, resource.ClusterType, NodeEnvoy, NodeGRPC)
-	add(keyEndpoints, resource.EndpointType, NodeEnvoy, NodeGRPC)
-	add(keyRoutes, resource.RouteType, NodeEnvoy, NodeGRPC, NodeActivator)
-	add(keyEnvoyListener, resource.ListenerType, NodeEnvoy)
-	add(keyGRPCListener, resource.ListenerType, NodeGRPC)
-	add(keyActivatorEDS, resource.EndpointType, NodeActivator)
+	add(keyClusters, resource.ClusterType, wire.NodeEnvoy, wire.NodeGRPC)
+	add(keyEndpoints, resource.EndpointType, wire.NodeEnvoy, wire.NodeGRPC)
+	add(keyRoutes, resource.RouteType, wire.NodeEnvoy, wire.NodeGRPC, wire.NodeActivator)
+	add(keyEnvoyListener, resource.ListenerType, wire.NodeEnvoy)
+	add(keyGRPCListener, resource.ListenerType, wire.NodeGRPC)
+	add(keyActivatorEDS, resource.EndpointType, wire.NodeActivator)
 
 	mux := &cache.MuxCache{
 		Classify: func(r *cache.Request) string {
-			return string(classify(r.GetTypeUrl(), ClassifyNode(r.GetNode())))
+			return string(classify(r.GetTypeUrl(), nodeKind(r.GetNode())))
 		},
 		ClassifyDelta: func(r *cache.DeltaRequest) string {
-			return string(classify(r.GetTypeUrl(), ClassifyNode(r.GetNode())))
+			return string(classify(r.GetTypeUrl(), nodeKind(r.GetNode())))
 		},
 		Caches: make(map[string]cache.Cache, len(s.caches)),
 	}
@@ -249,7 +236,7 @@ func NewServer(ctx context.Context, opts Options) (*Server, error) {
 // classify is the MuxCache key. The tracker rejects unsupported types before a
 // watch is created, so the fallback key only shows up if that check is bypassed,
 // and then the mux's "no cache defined for key" error still names the type.
-func classify(typeURL string, kind NodeKind) cacheKey {
+func classify(typeURL string, kind wire.NodeKind) cacheKey {
 	if k, ok := keyFor(typeURL, kind); ok {
 		return k
 	}
@@ -272,34 +259,13 @@ func (s *Server) Register(g *grpc.Server) {
 // resource: it is for start-up, a full translation, and the reference that
 // UpdateChanged must agree with. Safe for concurrent use; meant to be called by
 // one owner.
-func (s *Server) Update(res *Resources) (UpdateStats, error) {
+func (s *Server) Update(res *envoy.Resources) (UpdateStats, error) {
 	if res == nil {
-		res = &Resources{}
+		res = &envoy.Resources{}
 	}
 	s.updateMu.Lock()
 	defer s.updateMu.Unlock()
 	return s.update(res, nil)
-}
-
-// Changes name, per type, the resources that may differ from what the caches
-// hold: added, changed, or (absent from the Resources) removed. It has the shape
-// of envoy.Changes, so the caller converts one to the other: xds.Changes(ch).
-type Changes struct {
-	// Full means anything may have changed: UpdateChanged diffs everything, as
-	// Update does.
-	Full               bool
-	Clusters           []string
-	Endpoints          []string
-	Routes             []string
-	Listeners          []string
-	APIListeners       []string
-	ActivatorEndpoints []string
-}
-
-// Empty reports whether c names nothing (and is not Full).
-func (c *Changes) Empty() bool {
-	return !c.Full && len(c.Clusters)+len(c.Endpoints)+len(c.Routes)+len(c.Listeners)+len(c.APIListeners)+
-		len(c.ActivatorEndpoints) == 0
 }
 
 // UpdateChanged is Update when only the resources ch names can differ from what
@@ -311,9 +277,9 @@ func (c *Changes) Empty() bool {
 // res is read only during the call: the caches keep the resource pointers
 // (immutable protos), never the maps, so the caller may patch the maps in place
 // afterwards (envoy.Translator.TranslateDiff does).
-func (s *Server) UpdateChanged(res *Resources, ch Changes) (UpdateStats, error) {
+func (s *Server) UpdateChanged(res *envoy.Resources, ch envoy.Changes) (UpdateStats, error) {
 	if res == nil {
-		res = &Resources{}
+		res = &envoy.Resources{}
 	}
 	s.updateMu.Lock()
 	defer s.updateMu.Unlock()
@@ -328,7 +294,7 @@ func (s *Server) UpdateChanged(res *Resources, ch Changes) (UpdateStats, error) 
 	//     otherwise send requests to a missing cluster (503s) in between.
 	// For Envoy this is make-before-break: new clusters before the routes that use them, old
 	// ones after the routes that stopped using them.
-	var late, gone Changes
+	var late, gone envoy.Changes
 	early := ch
 	early.Routes, late.Routes = splitNames(ch.Routes, func(name string) bool { _, gw := res.Listeners[name]; return gw })
 	early.Clusters, gone.Clusters = splitNames(ch.Clusters, func(name string) bool { _, ok := res.Clusters[name]; return !ok })
@@ -338,7 +304,7 @@ func (s *Server) UpdateChanged(res *Resources, ch Changes) (UpdateStats, error) 
 		return !ok
 	})
 	var stats UpdateStats
-	for _, phase := range []*Changes{&early, &late, &gone} {
+	for _, phase := range []*envoy.Changes{&early, &late, &gone} {
 		if phase != &early && phase.Empty() {
 			continue
 		}
@@ -368,7 +334,7 @@ func splitNames(names []string, later func(string) bool) (now, after []string) {
 // update diffs res against the caches (only the names in ch unless ch is nil),
 // records the new versions and hands the difference to the caches. Callers hold
 // updateMu.
-func (s *Server) update(res *Resources, ch *Changes) (UpdateStats, error) {
+func (s *Server) update(res *envoy.Resources, ch *envoy.Changes) (UpdateStats, error) {
 	seq := s.seq + 1
 	var (
 		stats   UpdateStats
@@ -376,7 +342,7 @@ func (s *Server) update(res *Resources, ch *Changes) (UpdateStats, error) {
 	)
 	full := ch == nil
 	if full {
-		ch = &Changes{}
+		ch = &envoy.Changes{}
 	}
 	for _, d := range []struct {
 		key  cacheKey
@@ -617,7 +583,7 @@ func (s *Server) WantedChanges() <-chan struct{} { return s.nodes.wantedCh }
 
 // Version returns the current version of a resource as served to nodes of the
 // given kind (the kind matters for listeners only), and whether it exists.
-func (s *Server) Version(typeURL, name string, kind NodeKind) (string, bool) {
+func (s *Server) Version(typeURL, name string, kind wire.NodeKind) (string, bool) {
 	key, ok := keyFor(typeURL, kind)
 	if !ok {
 		return "", false

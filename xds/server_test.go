@@ -17,6 +17,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/sluice-dev/sluice/envoy"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 const (
@@ -29,25 +32,25 @@ const (
 func TestClassifyNode(t *testing.T) {
 	override := func(ua, kind string) *core.Node {
 		return &core.Node{UserAgentName: ua, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			NodeKindMetadataKey: structpb.NewStringValue(kind),
+			wire.NodeKindMetadataKey: structpb.NewStringValue(kind),
 		}}}
 	}
 	for _, tc := range []struct {
 		node *core.Node
-		want NodeKind
+		want wire.NodeKind
 	}{
-		{&core.Node{UserAgentName: "envoy"}, NodeEnvoy},
-		{&core.Node{UserAgentName: "gRPC Go"}, NodeGRPC},
-		{&core.Node{UserAgentName: "gRPC Java"}, NodeGRPC},
-		{&core.Node{}, NodeEnvoy},
-		{nil, NodeEnvoy},
-		{&core.Node{UserAgentName: "curl"}, NodeEnvoy},
-		{override("gRPC Go", "envoy"), NodeEnvoy},
-		{override("envoy", "GRPC"), NodeGRPC},
-		{override("gRPC Go", "bogus"), NodeGRPC},
+		{&core.Node{UserAgentName: "envoy"}, wire.NodeEnvoy},
+		{&core.Node{UserAgentName: "gRPC Go"}, wire.NodeGRPC},
+		{&core.Node{UserAgentName: "gRPC Java"}, wire.NodeGRPC},
+		{&core.Node{}, wire.NodeEnvoy},
+		{nil, wire.NodeEnvoy},
+		{&core.Node{UserAgentName: "curl"}, wire.NodeEnvoy},
+		{override("gRPC Go", "envoy"), wire.NodeEnvoy},
+		{override("envoy", "GRPC"), wire.NodeGRPC},
+		{override("gRPC Go", "bogus"), wire.NodeGRPC},
 	} {
-		if got := ClassifyNode(tc.node); got != tc.want {
-			t.Errorf("ClassifyNode(%v) = %s, want %s", tc.node, got, tc.want)
+		if got := nodeKind(tc.node); got != tc.want {
+			t.Errorf("nodeKind(%v) = %s, want %s", tc.node, got, tc.want)
 		}
 	}
 }
@@ -67,18 +70,18 @@ func TestUpdateDiffs(t *testing.T) {
 	if st := h.update(equal); st != (UpdateStats{}) {
 		t.Fatalf("equal content: %+v, want nothing", st)
 	}
-	next := equal.clone()
+	next := clone(equal)
 	next.Endpoints[revA] = cla(revA, 9090)
 	delete(next.Clusters, revB)
 	st = h.update(next)
 	if st.Changed != 1 || st.Deleted != 1 || st.Bytes == 0 {
 		t.Fatalf("one changed, one deleted: %+v", st)
 	}
-	if _, ok := h.srv.Version(resource.ClusterType, revB, NodeEnvoy); ok {
+	if _, ok := h.srv.Version(resource.ClusterType, revB, wire.NodeEnvoy); ok {
 		t.Error("deleted cluster still has a version")
 	}
 
-	bad := next.clone()
+	bad := clone(next)
 	bad.Clusters["wrong-key"] = cluster("other")
 	if _, err := h.srv.Update(bad); err == nil || !strings.Contains(err.Error(), "keyed as") {
 		t.Errorf("mis-keyed resource: err = %v", err)
@@ -91,8 +94,8 @@ func TestVersionsFromContent(t *testing.T) {
 	a, b := newHarness(t), newHarness(t)
 	a.update(fixture(2))
 	b.update(fixture(2))
-	va, _ := a.srv.Version(resource.RouteType, hostA, NodeEnvoy)
-	vb, _ := b.srv.Version(resource.RouteType, hostA, NodeGRPC)
+	va, _ := a.srv.Version(resource.RouteType, hostA, wire.NodeEnvoy)
+	vb, _ := b.srv.Version(resource.RouteType, hostA, wire.NodeGRPC)
 	if va == "" || va != vb {
 		t.Fatalf("versions differ across servers: %q vs %q", va, vb)
 	}
@@ -111,13 +114,13 @@ func TestDeltaInitialFetchAndOneRouteChange(t *testing.T) {
 	}
 	c.ack(r)
 
-	next := res.clone()
+	next := clone(res)
 	next.Routes[hostA] = routeConfig(hostA, hostA, map[string]uint32{revA: 50, "default/svc0-00002": 50})
 	if st := h.update(next); st.Changed != 1 {
 		t.Fatalf("update: %+v", st)
 	}
 	r = c.recv()
-	want, _ := h.srv.Version(resource.RouteType, hostA, NodeEnvoy)
+	want, _ := h.srv.Version(resource.RouteType, hostA, wire.NodeEnvoy)
 	if got := deltaNames(r); len(got) != 1 || got[hostA] != want || len(r.GetRemovedResources()) != 0 {
 		t.Fatalf("after one route change got %v removed %v, want only %s@%s", got, r.GetRemovedResources(), hostA, want)
 	}
@@ -144,7 +147,7 @@ func TestSotwOnlyChangedRoutesAndEndpoints(t *testing.T) {
 	}
 	c.ack(e, clas...)
 
-	next := res.clone()
+	next := clone(res)
 	next.Routes[hostB] = routeConfig(hostB, hostB, map[string]uint32{revB: 100})
 	h.update(next)
 	r = c.recv()
@@ -153,7 +156,7 @@ func TestSotwOnlyChangedRoutesAndEndpoints(t *testing.T) {
 	}
 	c.ack(r, routes...)
 
-	next = next.clone()
+	next = clone(next)
 	next.Endpoints[revA] = cla(revA, 8080, 8081)
 	h.update(next)
 	e = c.recv()
@@ -181,7 +184,7 @@ func TestNACK(t *testing.T) {
 	gr := good.recv()
 	good.ack(gr)
 
-	next := res.clone()
+	next := clone(res)
 	next.Listeners["internal"] = listener("internal", 9081)
 	h.update(next)
 
@@ -191,7 +194,7 @@ func TestNACK(t *testing.T) {
 	if r2.GetVersionInfo() == r.GetVersionInfo() {
 		t.Fatalf("rejected version %s sent again", r.GetVersionInfo())
 	}
-	want, _ := h.srv.Version(resource.ListenerType, "internal", NodeEnvoy)
+	want, _ := h.srv.Version(resource.ListenerType, "internal", wire.NodeEnvoy)
 	if got := deltaNames(good.recv()); len(got) != 1 || got["internal"] != want {
 		t.Fatalf("other node after NACK: %v", got)
 	}
@@ -230,7 +233,7 @@ func TestDeleteRemovesOnlyThatResource(t *testing.T) {
 	sr := s.recv()
 	s.ack(sr)
 
-	next := res.clone()
+	next := clone(res)
 	delete(next.Clusters, revB)
 	h.update(next)
 
@@ -316,10 +319,10 @@ func TestWaitAcked(t *testing.T) {
 	other.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNamesSubscribe: []string{"default/svc0-00002"}})
 	other.recv()
 
-	next := res.clone()
+	next := clone(res)
 	next.Endpoints[revA] = cla(revA, 7070)
 	h.update(next)
-	v, ok := h.srv.Version(resource.EndpointType, revA, NodeEnvoy)
+	v, ok := h.srv.Version(resource.EndpointType, revA, wire.NodeEnvoy)
 	if !ok {
 		t.Fatal("no version")
 	}
@@ -340,10 +343,10 @@ func TestWaitAcked(t *testing.T) {
 	}
 
 	// A node that goes away stops holding the wait up.
-	next = next.clone()
+	next = clone(next)
 	next.Endpoints[revA] = cla(revA, 6060)
 	h.update(next)
-	v2, _ := h.srv.Version(resource.EndpointType, revA, NodeEnvoy)
+	v2, _ := h.srv.Version(resource.EndpointType, revA, wire.NodeEnvoy)
 	c.recv()
 	go func() { done <- h.srv.WaitAcked(h.ctx, resource.EndpointType, revA, v2) }()
 	c.cancel()
@@ -381,14 +384,14 @@ func TestDeltaReconnectAfterRestartSendsNothingNew(t *testing.T) {
 	// The client already has everything: WaitAcked is satisfied by what it
 	// reported, before anything is sent. (Requests are processed in order, so
 	// once the debug view shows both subscriptions they were seen.)
-	vA, _ := second.srv.Version(resource.RouteType, hostA, NodeEnvoy)
+	vA, _ := second.srv.Version(resource.RouteType, hostA, wire.NodeEnvoy)
 	if vA != deltaNames(routes)[hostA] {
 		t.Fatalf("version after restart %s, before %s", vA, deltaNames(routes)[hostA])
 	}
 
 	// Change one route; every response up to the one carrying it must be
 	// empty, and it must carry only that route.
-	next := res.clone()
+	next := clone(res)
 	next.Routes[hostB] = routeConfig(hostB, hostB, map[string]uint32{revB: 100})
 	second.update(next)
 	for {
@@ -424,7 +427,7 @@ func TestDebugHandler(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
 		t.Fatalf("%v: %s", err, rec.Body.String())
 	}
-	want, _ := h.srv.Version(resource.ClusterType, revA, NodeGRPC)
+	want, _ := h.srv.Version(resource.ClusterType, revA, wire.NodeGRPC)
 	if len(st.Caches) != 1 || st.Caches[0].Resources[revA] != want {
 		t.Errorf("caches: %+v", st.Caches)
 	}
@@ -432,7 +435,7 @@ func TestDebugHandler(t *testing.T) {
 		t.Fatalf("nodes: %+v", st.Nodes)
 	}
 	n := st.Nodes[0]
-	if n.ID != "client-1" || n.Kind != NodeGRPC || n.Protocol != "sotw" || n.Types[resource.ClusterType].Acked[revA] != want ||
+	if n.ID != "client-1" || n.Kind != wire.NodeGRPC || n.Protocol != "sotw" || n.Types[resource.ClusterType].Acked[revA] != want ||
 		!slices.Equal(n.Types[resource.ClusterType].Subscribed, []string{revA}) {
 		t.Errorf("node: %+v", n)
 	}
@@ -458,8 +461,8 @@ func TestUpdateChangedRemovesClustersAfterTheRoutesThatUsedThem(t *testing.T) {
 	d.recv()
 
 	// svc1 goes: its clusters and endpoints, and its share of the gateway route.
-	next := res.clone()
-	var ch Changes
+	next := clone(res)
+	var ch envoy.Changes
 	for _, rev := range []string{"default/svc1-00001", "default/svc1-00002"} {
 		delete(next.Clusters, rev)
 		delete(next.Endpoints, rev)
@@ -495,11 +498,11 @@ func TestActivatorNode(t *testing.T) {
 	res.Endpoints[revA] = cla(revA, 8012)
 	h.update(res)
 
-	act := &core.Node{Id: "act-1", UserAgentName: "sluice-activator", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-		NodeKindMetadataKey: structpb.NewStringValue("activator"),
+	act := &core.Node{Id: "act-1", UserAgentName: wire.ActivatorUserAgent, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+		wire.NodeKindMetadataKey: structpb.NewStringValue(string(wire.NodeActivator)),
 	}}}
-	if k := ClassifyNode(act); k != NodeActivator {
-		t.Fatalf("ClassifyNode = %s", k)
+	if k := nodeKind(act); k != wire.NodeActivator {
+		t.Fatalf("nodeKind = %s", k)
 	}
 	c := h.delta(act)
 	c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType})
@@ -522,10 +525,10 @@ func TestActivatorNode(t *testing.T) {
 		t.Errorf("activator CDS: err = %v, want InvalidArgument naming activators", err)
 	}
 
-	next := res.clone()
+	next := clone(res)
 	next.ActivatorEndpoints = map[string]*endpointv3.ClusterLoadAssignment{revA: cla(revA, 9002)}
 	h.update(next)
-	v, _ := h.srv.Version(resource.EndpointType, revA, NodeActivator)
+	v, _ := h.srv.Version(resource.EndpointType, revA, wire.NodeActivator)
 	r = c.recv()
 	ctx, cancel := context.WithCancel(h.ctx)
 	cancel()

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/sluice-dev/sluice/wire"
 )
 
 const (
@@ -92,7 +94,7 @@ type streamState struct {
 	key         streamKey
 	defaultType string     // the service's type on non-ADS streams, "" on ADS
 	node        *core.Node // nil until the first request
-	kind        NodeKind
+	kind        wire.NodeKind
 	opened      time.Time
 	types       map[string]*typeState
 	lastNACK    *NACK
@@ -165,7 +167,7 @@ func newTracker(s *Server) *tracker {
 // It returns the wantedGen a builder must have served for every name the stream just added
 // (0: none added). Callers hold t.mu.
 func (t *tracker) countWantedLocked(st *streamState, ts *typeState, typeURL string) (need uint64) {
-	counts := typeURL == typeListener && st.kind == NodeGRPC || typeURL == resource.RouteType && st.kind == NodeActivator
+	counts := typeURL == typeListener && st.kind == wire.NodeGRPC || typeURL == resource.RouteType && st.kind == wire.NodeActivator
 	if !counts {
 		return 0
 	}
@@ -287,7 +289,7 @@ func (t *tracker) identify(st *streamState, node *core.Node) {
 		return
 	}
 	st.node = node
-	st.kind = ClassifyNode(node)
+	st.kind = nodeKind(node)
 	t.s.metrics.streams.WithLabelValues(string(st.kind), st.key.protocol()).Inc()
 	t.s.log.Debug("xds node connected", "node", node.GetId(), "node_kind", st.kind,
 		"user_agent", node.GetUserAgentName(), "protocol", st.key.protocol(), "stream", st.key.id)
@@ -302,8 +304,8 @@ func (st *streamState) typeState(typeURL string) *typeState {
 	return ts
 }
 
-func unsupported(typeURL string, kind NodeKind) error {
-	if kind == NodeActivator {
+func unsupported(typeURL string, kind wire.NodeKind) error {
+	if kind == wire.NodeActivator {
 		return status.Errorf(codes.InvalidArgument,
 			"sluice serves activator nodes only load assignments and route configurations; unsupported type URL %q", typeURL)
 	}
@@ -659,7 +661,7 @@ func (s *Server) ackTargets(typeURL, name string) (map[cacheKey]ackTarget, error
 	defer s.mu.RUnlock()
 	targets := make(map[cacheKey]ackTarget, 2)
 	served := false
-	for _, kind := range NodeKinds {
+	for _, kind := range wire.NodeKinds {
 		key, ok := keyFor(typeURL, kind)
 		if !ok {
 			continue
@@ -670,7 +672,7 @@ func (s *Server) ackTargets(typeURL, name string) (map[cacheKey]ackTarget, error
 		}
 	}
 	if !served {
-		return nil, unsupported(typeURL, NodeEnvoy)
+		return nil, unsupported(typeURL, wire.NodeEnvoy)
 	}
 	if len(targets) == 0 {
 		return nil, ErrNotFound

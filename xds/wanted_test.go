@@ -10,6 +10,9 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/sluice-dev/sluice/envoy"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // waitWanted waits for WantedHosts to be want, taking WantedChanges' signals; the harness's
@@ -57,7 +60,7 @@ func TestWantedHosts(t *testing.T) {
 	s.ack(r, a, b) // as gRPC-Go does: the next watch then waits for a change
 
 	// The API listener of b appears: both watches are answered.
-	h.update(&Resources{APIListeners: map[string]*listenerv3.Listener{a: apiListener(a), b: apiListener(b)}})
+	h.update(&envoy.Resources{APIListeners: map[string]*listenerv3.Listener{a: apiListener(a), b: apiListener(b)}})
 	for got := map[string]bool{}; !got[a] || !got[b]; {
 		r = s.recv()
 		maps.Copy(got, sotwNames(t, r))
@@ -93,7 +96,7 @@ func TestWantedHeldUntilServed(t *testing.T) {
 	if !hosts[a] {
 		t.Fatalf("snapshot %v lacks %s", hosts, a)
 	}
-	h.update(&Resources{APIListeners: map[string]*listenerv3.Listener{a: apiListener(a)}})
+	h.update(&envoy.Resources{APIListeners: map[string]*listenerv3.Listener{a: apiListener(a)}})
 	h.srv.WantedServed(gen)
 	if r := s.recv(); !sotwNames(t, r)[a] {
 		t.Fatalf("first reply to a reconnecting client: %v; want %s", sotwNames(t, r), a)
@@ -116,7 +119,7 @@ func TestActivatorWantsItsHosts(t *testing.T) {
 	h := newHarness(t)
 	const a = "a.default.example.com"
 	act := h.delta(&core.Node{Id: "act", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-		NodeKindMetadataKey: structpb.NewStringValue(string(NodeActivator)),
+		wire.NodeKindMetadataKey: structpb.NewStringValue(string(wire.NodeActivator)),
 	}}})
 	act.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.RouteType, ResourceNamesSubscribe: []string{a}})
 	h.waitWanted(a)

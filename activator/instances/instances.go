@@ -3,15 +3,20 @@
 // a Sink directly.
 package instances
 
-import "time"
+import (
+	"time"
 
-// Protocol is how a revision's instances speak HTTP.
+	"github.com/sluice-dev/sluice/wire"
+)
+
+// Protocol is how a revision's instances speak HTTP, as the control plane names it
+// (wire.MetadataProtocol).
 type Protocol string
 
 const (
-	HTTP1 Protocol = "http1"
+	HTTP1 Protocol = wire.ProtocolHTTP1
 	// H2C is HTTP/2 without TLS, with prior knowledge (gRPC).
-	H2C Protocol = "h2c"
+	H2C Protocol = wire.ProtocolH2C
 )
 
 // Revision is one revision as the control plane describes it.

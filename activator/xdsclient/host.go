@@ -9,11 +9,8 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
 	"github.com/sluice-dev/sluice/activator/routes"
+	"github.com/sluice-dev/sluice/wire"
 )
-
-// tagHeader is the header a tag route matches on, as the control plane writes it (lowercase:
-// gRPC matches lowercased metadata keys).
-const tagHeader = "knative-serving-tag"
 
 // Host reads a host's routes from its per-host RouteConfiguration, as the control plane writes
 // it for gRPC clients: the virtual host named by the host, whose routes each match every path,
@@ -89,8 +86,8 @@ func route(r *routev3.Route) (routes.Route, error) {
 
 // tagOf reads a tag route's header matcher: Knative-Serving-Tag equal to the tag.
 func tagOf(hm *routev3.HeaderMatcher) (string, error) {
-	if !strings.EqualFold(hm.GetName(), tagHeader) {
-		return "", fmt.Errorf("match: header %q, want only %q", hm.GetName(), tagHeader)
+	if !strings.EqualFold(hm.GetName(), wire.HeaderTagLower) {
+		return "", fmt.Errorf("match: header %q, want only %q", hm.GetName(), wire.HeaderTagLower)
 	}
 	if hm.GetInvertMatch() || hm.GetTreatMissingHeaderAsEmpty() {
 		return "", fmt.Errorf("match: header %q: inverted or missing-as-empty matches are not understood", hm.GetName())

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-dev/sluice/activator/instances"
 	"github.com/sluice-dev/sluice/activator/routes"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // hostRC is a per-host route configuration in the shape envoy/build.go gives gRPC clients: a
@@ -32,7 +33,7 @@ func hostRC(host string, tags map[string]string, def ...any) *routev3.RouteConfi
 			Match: &routev3.RouteMatch{
 				PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
 				Headers: []*routev3.HeaderMatcher{{
-					Name: "knative-serving-tag",
+					Name: wire.HeaderTagLower,
 					HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
 						MatchPattern: &matcherv3.StringMatcher_Exact{Exact: tag},
 					}},
@@ -162,7 +163,7 @@ func (cp *controlPlane) waitRequest(t *testing.T, what string, cond func(*discov
 
 func TestSubscribesToHostsRoutesByName(t *testing.T) {
 	eds, rds := cache.NewLinearCache(TypeURL), cache.NewLinearCache(RouteTypeURL)
-	eds.UpdateResource("default/hello-00001", cla("default/hello-00001", 0, 300, "h2c"))
+	eds.UpdateResource("default/hello-00001", cla("default/hello-00001", 0, 300, wire.ProtocolH2C))
 	rds.UpdateResource("hello.default.example.com", hostRC("hello.default.example.com", nil, "default/hello-00001"))
 	rds.UpdateResource("other.default.example.com", hostRC("other.default.example.com", nil, "default/other-00001"))
 	cp := startControlPlane(t, muxCache(eds, rds), "127.0.0.1:0")

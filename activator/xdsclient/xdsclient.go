@@ -28,6 +28,7 @@ import (
 	"github.com/sluice-dev/sluice/activator/routes"
 
 	"github.com/sluice-dev/sluice/activator/reconnect"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // Type URLs the activator subscribes to.
@@ -35,9 +36,6 @@ const (
 	TypeURL      = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 	RouteTypeURL = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 )
-
-// MetadataKey is the filter_metadata key of a revision's LocalityLbEndpoints.
-const MetadataKey = "sluice.dev"
 
 // RouteSink takes the routes of the hosts subscribed to, as they change. A host removed by the
 // control plane stays subscribed: it may come back. UpdateRoutes must be safe to call from any
@@ -347,33 +345,33 @@ func Revision(cla *endpointv3.ClusterLoadAssignment) (instances.Revision, error)
 		return rev, fmt.Errorf("ClusterLoadAssignment %q: want exactly one locality, got %d", name, len(cla.GetEndpoints()))
 	}
 	loc := cla.GetEndpoints()[0]
-	md := loc.GetMetadata().GetFilterMetadata()[MetadataKey]
+	md := loc.GetMetadata().GetFilterMetadata()[wire.MetadataKey]
 	if md == nil {
-		return rev, fmt.Errorf("ClusterLoadAssignment %q: no %q metadata", name, MetadataKey)
+		return rev, fmt.Errorf("ClusterLoadAssignment %q: no %q metadata", name, wire.MetadataKey)
 	}
 	f := md.GetFields()
-	cc, err := wholeNumber(f, "containerConcurrency")
+	cc, err := wholeNumber(f, wire.MetadataContainerConcurrency)
 	if err != nil {
 		return rev, fmt.Errorf("ClusterLoadAssignment %q: %w", name, err)
 	}
-	timeout, err := wholeNumber(f, "timeoutSeconds")
+	timeout, err := wholeNumber(f, wire.MetadataTimeoutSeconds)
 	if err != nil {
 		return rev, fmt.Errorf("ClusterLoadAssignment %q: %w", name, err)
 	}
 	rev.ContainerConcurrency = int(cc)
 	rev.Timeout = time.Duration(timeout) * time.Second
-	switch p := instances.Protocol(f["protocol"].GetStringValue()); p {
+	switch p := instances.Protocol(f[wire.MetadataProtocol].GetStringValue()); p {
 	case instances.HTTP1, instances.H2C:
 		rev.Protocol = p
 	default:
 		return rev, fmt.Errorf("ClusterLoadAssignment %q: protocol %q: want %q or %q", name, p, instances.HTTP1, instances.H2C)
 	}
-	switch v := f["proxied"].GetKind().(type) {
+	switch v := f[wire.MetadataProxied].GetKind().(type) {
 	case nil: // a control plane from before the field: nothing is known to be proxied
 	case *structpb.Value_BoolValue:
 		rev.Proxied = v.BoolValue
 	default:
-		return rev, fmt.Errorf("ClusterLoadAssignment %q: metadata field \"proxied\": want a bool, got %v", name, f["proxied"])
+		return rev, fmt.Errorf("ClusterLoadAssignment %q: metadata field %q: want a bool, got %v", name, wire.MetadataProxied, f[wire.MetadataProxied])
 	}
 	for _, lbe := range loc.GetLbEndpoints() {
 		if hs := lbe.GetHealthStatus(); hs != corev3.HealthStatus_HEALTHY && hs != corev3.HealthStatus_UNKNOWN {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluice-dev/sluice/activator/instances"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // state is a Sink that keeps what it was told, for tests to wait on.
@@ -32,12 +33,12 @@ func (s *state) Update(put []instances.Revision, removed []string) {
 }
 
 func cla(name string, cc, timeout float64, proto string, addrs ...string) *endpointv3.ClusterLoadAssignment {
-	md := map[string]any{"containerConcurrency": cc, "timeoutSeconds": timeout, "protocol": proto}
+	md := map[string]any{wire.MetadataContainerConcurrency: cc, wire.MetadataTimeoutSeconds: timeout, wire.MetadataProtocol: proto}
 	st, err := structpb.NewStruct(md)
 	if err != nil {
 		panic(err)
 	}
-	loc := &endpointv3.LocalityLbEndpoints{Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: st}}}
+	loc := &endpointv3.LocalityLbEndpoints{Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{wire.MetadataKey: st}}}
 	for _, a := range addrs {
 		host, port, _ := net.SplitHostPort(a)
 		p, _ := strconv.ParseUint(port, 10, 32)
@@ -99,7 +100,7 @@ func startClient(t *testing.T, addr string, opts Options) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := &corev3.Node{Id: "activator-test", UserAgentName: "sluice-activator"}
+	node := &corev3.Node{Id: "activator-test", UserAgentName: wire.ActivatorUserAgent}
 	opts.Conn, opts.Node, opts.MinBackoff, opts.MaxBackoff = conn, node, time.Millisecond, 10*time.Millisecond
 	c := New(opts)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -117,8 +118,8 @@ func startClient(t *testing.T, addr string, opts Options) *Client {
 
 func TestLearnsRevisionsAndTheirChanges(t *testing.T) {
 	lc := cache.NewLinearCache(TypeURL)
-	lc.UpdateResource("default/a-00001", cla("default/a-00001", 0, 300, "http1", "10.0.0.1:8080", "10.0.0.2:8080"))
-	lc.UpdateResource("default/b-00001", cla("default/b-00001", 4, 30, "h2c"))
+	lc.UpdateResource("default/a-00001", cla("default/a-00001", 0, 300, wire.ProtocolHTTP1, "10.0.0.1:8080", "10.0.0.2:8080"))
+	lc.UpdateResource("default/b-00001", cla("default/b-00001", 4, 30, wire.ProtocolH2C))
 	cp := startControlPlane(t, lc, "127.0.0.1:0")
 	s := newState()
 	runClient(t, cp.addr, s)
@@ -135,7 +136,7 @@ func TestLearnsRevisionsAndTheirChanges(t *testing.T) {
 	}
 
 	// b scales from zero; a is deleted.
-	lc.UpdateResource("default/b-00001", cla("default/b-00001", 4, 30, "h2c", "10.0.0.3:9000"))
+	lc.UpdateResource("default/b-00001", cla("default/b-00001", 4, 30, wire.ProtocolH2C, "10.0.0.3:9000"))
 	lc.DeleteResource("default/a-00001")
 	s.waitFor(t, "b's instance and a gone", func(m map[string]instances.Revision) bool {
 		_, hasA := m["default/a-00001"]
@@ -150,7 +151,7 @@ func TestLearnsRevisionsAndTheirChanges(t *testing.T) {
 
 func TestNacksUnusableResourcesAndKeepsTheLastGood(t *testing.T) {
 	lc := cache.NewLinearCache(TypeURL)
-	lc.UpdateResource("default/a-00001", cla("default/a-00001", 1, 300, "http1", "10.0.0.1:8080"))
+	lc.UpdateResource("default/a-00001", cla("default/a-00001", 1, 300, wire.ProtocolHTTP1, "10.0.0.1:8080"))
 	cp := startControlPlane(t, lc, "127.0.0.1:0")
 	s := newState()
 	runClient(t, cp.addr, s)
@@ -180,7 +181,7 @@ func TestNacksUnusableResourcesAndKeepsTheLastGood(t *testing.T) {
 		t.Fatalf("after a NACK, a's instances = %v, want the last good [10.0.0.1:8080]", got)
 	}
 
-	lc.UpdateResource("default/a-00001", cla("default/a-00001", 1, 300, "http1", "10.0.0.2:8080"))
+	lc.UpdateResource("default/a-00001", cla("default/a-00001", 1, 300, wire.ProtocolHTTP1, "10.0.0.2:8080"))
 	s.waitFor(t, "the fixed a", func(m map[string]instances.Revision) bool {
 		return len(m["default/a-00001"].Addrs) == 1 && m["default/a-00001"].Addrs[0] == "10.0.0.2:8080"
 	})
@@ -188,8 +189,8 @@ func TestNacksUnusableResourcesAndKeepsTheLastGood(t *testing.T) {
 
 func TestReconnectsAndCatchesUp(t *testing.T) {
 	lc := cache.NewLinearCache(TypeURL)
-	lc.UpdateResource("default/a-00001", cla("default/a-00001", 0, 300, "http1"))
-	lc.UpdateResource("default/b-00001", cla("default/b-00001", 0, 300, "http1"))
+	lc.UpdateResource("default/a-00001", cla("default/a-00001", 0, 300, wire.ProtocolHTTP1))
+	lc.UpdateResource("default/b-00001", cla("default/b-00001", 0, 300, wire.ProtocolHTTP1))
 	cp := startControlPlane(t, lc, "127.0.0.1:0")
 	s := newState()
 	runClient(t, cp.addr, s)
@@ -198,7 +199,7 @@ func TestReconnectsAndCatchesUp(t *testing.T) {
 	// The control plane goes away; while it is down, a is deleted and c created.
 	cp.g.Stop()
 	lc.DeleteResource("default/a-00001")
-	lc.UpdateResource("default/c-00001", cla("default/c-00001", 0, 300, "http1"))
+	lc.UpdateResource("default/c-00001", cla("default/c-00001", 0, 300, wire.ProtocolHTTP1))
 	cp2 := startControlPlane(t, lc, cp.addr)
 
 	s.waitFor(t, "b and c only", func(m map[string]instances.Revision) bool {
@@ -213,7 +214,7 @@ func TestReconnectsAndCatchesUp(t *testing.T) {
 }
 
 func TestRevisionRejectsMalformedAssignments(t *testing.T) {
-	good := cla("ns/r", 2, 10, "h2c", "[::1]:80")
+	good := cla("ns/r", 2, 10, wire.ProtocolH2C, "[::1]:80")
 	if r, err := Revision(good); err != nil || r.Addrs[0] != "[::1]:80" {
 		t.Fatalf("Revision(good) = %+v, %v", r, err)
 	}
@@ -222,9 +223,9 @@ func TestRevisionRejectsMalformedAssignments(t *testing.T) {
 		"two localities":   {ClusterName: "ns/r", Endpoints: append(good.Endpoints, good.Endpoints...)},
 		"no metadata":      {ClusterName: "ns/r", Endpoints: []*endpointv3.LocalityLbEndpoints{{}}},
 		"bad protocol":     cla("ns/r", 2, 10, "spdy"),
-		"fractional cc":    cla("ns/r", 2.5, 10, "http1"),
-		"negative timeout": cla("ns/r", 2, -1, "http1"),
-		"proxied a string": withProxied(cla("ns/r", 2, 10, "http1"), structpb.NewStringValue("yes")),
+		"fractional cc":    cla("ns/r", 2.5, 10, wire.ProtocolHTTP1),
+		"negative timeout": cla("ns/r", 2, -1, wire.ProtocolHTTP1),
+		"proxied a string": withProxied(cla("ns/r", 2, 10, wire.ProtocolHTTP1), structpb.NewStringValue("yes")),
 	} {
 		if _, err := Revision(c); err == nil {
 			t.Errorf("%s: no error", name)
@@ -233,7 +234,7 @@ func TestRevisionRejectsMalformedAssignments(t *testing.T) {
 }
 
 func withProxied(c *endpointv3.ClusterLoadAssignment, v *structpb.Value) *endpointv3.ClusterLoadAssignment {
-	c.Endpoints[0].Metadata.FilterMetadata[MetadataKey].Fields["proxied"] = v
+	c.Endpoints[0].Metadata.FilterMetadata[wire.MetadataKey].Fields[wire.MetadataProxied] = v
 	return c
 }
 
@@ -242,7 +243,7 @@ func TestRevisionReadsProxied(t *testing.T) {
 		v    *structpb.Value
 		want bool
 	}{{nil, false}, {structpb.NewBoolValue(false), false}, {structpb.NewBoolValue(true), true}} {
-		a := cla("ns/r", 0, 10, "http1")
+		a := cla("ns/r", 0, 10, wire.ProtocolHTTP1)
 		if c.v != nil {
 			a = withProxied(a, c.v)
 		}

@@ -4,7 +4,8 @@
 //
 // On each stream the first LoadStatsRequest names the node; the server answers once with
 // send_all_clusters and the reporting interval, then turns every later ClusterStats into a
-// metrics.Report. A node is the activator when its metadata field "sluice.dev/node-kind" is "activator".
+// metrics.Report. A node is the activator when wire.ClassifyNode says so: its metadata field
+// "sluice.dev/node-kind" is "activator".
 // The reporter id is the node id plus a per-server stream number, so two streams of one node id do not
 // overwrite each other's load; when a stream ends its reporter is forgotten.
 //
@@ -47,7 +48,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluice-dev/sluice/autoscaler/metrics"
-	"github.com/sluice-dev/sluice/xds"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 // DefaultInterval is how often clients are asked to report: the autoscaler samples once a second.
@@ -123,7 +124,7 @@ func (s *Server) StreamLoadStats(stream grpc.BidiStreamingServer[lrsv3.LoadStats
 	log.Debug("lrs stream started")
 	defer log.Debug("lrs stream ended")
 
-	if s.clusters != nil && xds.ClassifyNode(node) == xds.NodeEnvoy {
+	if s.clusters != nil && nodeKind(node) == wire.NodeEnvoy {
 		// The sender owns stream.Send from here; it stops when this handler returns.
 		ctx, cancel := context.WithCancel(stream.Context())
 		sent := make(chan error, 1)
@@ -175,10 +176,15 @@ type reporter struct {
 
 func reporterFor(node *corev3.Node, stream uint64) *reporter {
 	kind := metrics.DataPlane
-	if xds.ClassifyNode(node) == xds.NodeActivator {
+	if nodeKind(node) == wire.NodeActivator {
 		kind = metrics.Activator
 	}
 	return &reporter{id: fmt.Sprintf("%s#%d", node.GetId(), stream), kind: kind, last: map[string]bool{}}
+}
+
+// nodeKind tells the kind of a reporter by wire's rule, from its node.
+func nodeKind(node *corev3.Node) wire.NodeKind {
+	return wire.ClassifyNode(node.GetMetadata().GetFields()[wire.NodeKindMetadataKey].GetStringValue(), node.GetUserAgentName())
 }
 
 // ingest turns one request's cluster stats into one report per cluster, and a zero report for every

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluice-dev/sluice/autoscaler/metrics"
-	"github.com/sluice-dev/sluice/xds"
+	"github.com/sluice-dev/sluice/wire"
 )
 
 const rev = "default/hello-00001"
@@ -75,7 +75,7 @@ func startServer(t *testing.T, sink Sink, opts Options) lrsv3.LoadReportingServi
 func node(id, kind string) *corev3.Node {
 	n := &corev3.Node{Id: id}
 	if kind != "" {
-		md, _ := structpb.NewStruct(map[string]any{xds.NodeKindMetadataKey: kind})
+		md, _ := structpb.NewStruct(map[string]any{wire.NodeKindMetadataKey: kind})
 		n.Metadata = md
 	}
 	return n
@@ -106,7 +106,7 @@ func open(t *testing.T, c lrsv3.LoadReportingServiceClient, n *corev3.Node) (grp
 func TestStream(t *testing.T) {
 	sink := newRecordingSink()
 	c := startServer(t, sink, Options{Now: func() time.Time { return t0 }})
-	st, _ := open(t, c, node("activator-0", string(xds.NodeActivator)))
+	st, _ := open(t, c, node("activator-0", string(wire.NodeActivator)))
 
 	resp, err := st.Recv()
 	if err != nil {

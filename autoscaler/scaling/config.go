@@ -1,5 +1,6 @@
 // Package scaling is Knative's KPA decision as pure functions: the global autoscaler configuration and its
-// per-revision annotations (Config, ForRevision, ValidateAnnotations), the per-tick decision of how many
+// per-revision annotations laid over it (Config, ForRevision; the annotations' keys, limits and parsing
+// are routing/v1/autoscaling's, which admission shares), the per-tick decision of how many
 // instances a revision wants (Decide, modelled on knative.dev/serving pkg/autoscaler/scaling), and the
 // bounds and scale-to-zero gating applied to that decision (Bound, modelled on the KPA reconciler's scaler).
 //
@@ -12,36 +13,16 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/sluice-dev/sluice/routing/v1/autoscaling"
 )
 
-// Metric is what a revision scales on.
-type Metric string
-
-const (
-	// MetricConcurrency scales on requests in flight per instance (Knative's default).
-	MetricConcurrency Metric = "concurrency"
-	// MetricRPS scales on requests per second per instance.
-	MetricRPS Metric = "rps"
-)
-
-// Limits Knative's webhook and config-autoscaler enforce; sluice enforces the same so a template that
-// Knative accepts is accepted here and the other way round.
-const (
-	WindowMin                   = 6 * time.Second
-	WindowMax                   = time.Hour
-	PanicWindowPercentageMin    = 1.0
-	PanicWindowPercentageMax    = 100.0
-	PanicThresholdPercentageMin = 110.0
-	PanicThresholdPercentageMax = 1000.0
-	// TargetMin is the smallest per-instance target; it keeps desired = ceil(load / target) finite.
-	TargetMin = 0.01
-	// BucketSize is the granularity of the metric windows; the panic window is never shorter.
-	BucketSize = time.Second
-)
+// BucketSize is the granularity of the metric windows; the panic window is never shorter.
+const BucketSize = time.Second
 
 // Config is every knob of the KPA for one revision (or, from Defaults, the global ones).
 type Config struct {
-	Metric Metric
+	Metric autoscaling.Metric
 	// Target is the per-instance value of Metric aimed at before utilization, from the target
 	// annotation; 0 means "not set": the metric's default, or containerConcurrency when that is set.
 	Target                   float64
@@ -77,7 +58,7 @@ type Config struct {
 // Defaults returns Knative's global config-autoscaler defaults.
 func Defaults() Config {
 	return Config{
-		Metric:                   MetricConcurrency,
+		Metric:                   autoscaling.MetricConcurrency,
 		ConcurrencyTargetDefault: 100,
 		RPSTargetDefault:         200,
 		TargetUtilization:        0.7,
@@ -99,7 +80,7 @@ func Defaults() Config {
 // one instance can take (total), like Knative's ResolveMetricTarget: for concurrency, containerConcurrency
 // replaces the default target and caps an annotation target above it; rps ignores containerConcurrency.
 func (c Config) Targets() (target, total float64) {
-	if c.Metric == MetricRPS {
+	if c.Metric == autoscaling.MetricRPS {
 		total = c.RPSTargetDefault
 	} else {
 		total = float64(c.ContainerConcurrency)
@@ -109,11 +90,11 @@ func (c Config) Targets() (target, total float64) {
 	}
 	if c.Target > 0 {
 		total = c.Target
-		if c.Metric != MetricRPS && c.ContainerConcurrency > 0 {
+		if c.Metric != autoscaling.MetricRPS && c.ContainerConcurrency > 0 {
 			total = math.Min(c.Target, float64(c.ContainerConcurrency))
 		}
 	}
-	return math.Max(TargetMin, total*c.TargetUtilization), total
+	return math.Max(autoscaling.TargetMin, total*c.TargetUtilization), total
 }
 
 // PanicWindow is the stable window scaled by the panic window percentage, in whole buckets, at least one.
@@ -126,17 +107,17 @@ func (c Config) PanicWindow() time.Duration {
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if c.Metric != MetricConcurrency && c.Metric != MetricRPS {
-		bad("metric %q must be %q or %q", c.Metric, MetricConcurrency, MetricRPS)
+	if c.Metric != autoscaling.MetricConcurrency && c.Metric != autoscaling.MetricRPS {
+		bad("metric %q must be %q or %q", c.Metric, autoscaling.MetricConcurrency, autoscaling.MetricRPS)
 	}
-	if c.Target < 0 || (c.Target > 0 && c.Target < TargetMin) {
-		bad("target %g must be 0 (default) or >= %g", c.Target, TargetMin)
+	if c.Target < 0 || (c.Target > 0 && c.Target < autoscaling.TargetMin) {
+		bad("target %g must be 0 (default) or >= %g", c.Target, autoscaling.TargetMin)
 	}
-	if c.ConcurrencyTargetDefault < TargetMin {
-		bad("container-concurrency-target-default %g must be >= %g", c.ConcurrencyTargetDefault, TargetMin)
+	if c.ConcurrencyTargetDefault < autoscaling.TargetMin {
+		bad("container-concurrency-target-default %g must be >= %g", c.ConcurrencyTargetDefault, autoscaling.TargetMin)
 	}
-	if c.RPSTargetDefault < TargetMin {
-		bad("requests-per-second-target-default %g must be >= %g", c.RPSTargetDefault, TargetMin)
+	if c.RPSTargetDefault < autoscaling.TargetMin {
+		bad("requests-per-second-target-default %g must be >= %g", c.RPSTargetDefault, autoscaling.TargetMin)
 	}
 	if c.TargetUtilization <= 0 || c.TargetUtilization > 1 {
 		bad("target utilization %g must be in (0, 1]", c.TargetUtilization)
@@ -159,14 +140,14 @@ func (c Config) Validate() error {
 	if c.MaxScale != 0 && c.ActivationScale > c.MaxScale {
 		bad("activation-scale %d is more than max-scale %d", c.ActivationScale, c.MaxScale)
 	}
-	if c.StableWindow < WindowMin || c.StableWindow > WindowMax || c.StableWindow.Truncate(time.Second) != c.StableWindow {
-		bad("stable window %v must be whole seconds between %v and %v", c.StableWindow, WindowMin, WindowMax)
+	if c.StableWindow < autoscaling.WindowMin || c.StableWindow > autoscaling.WindowMax || c.StableWindow.Truncate(time.Second) != c.StableWindow {
+		bad("stable window %v must be whole seconds between %v and %v", c.StableWindow, autoscaling.WindowMin, autoscaling.WindowMax)
 	}
-	if c.PanicWindowPercentage < PanicWindowPercentageMin || c.PanicWindowPercentage > PanicWindowPercentageMax {
-		bad("panic-window-percentage %g must be between %g and %g", c.PanicWindowPercentage, PanicWindowPercentageMin, PanicWindowPercentageMax)
+	if c.PanicWindowPercentage < autoscaling.PanicWindowPercentageMin || c.PanicWindowPercentage > autoscaling.PanicWindowPercentageMax {
+		bad("panic-window-percentage %g must be between %g and %g", c.PanicWindowPercentage, autoscaling.PanicWindowPercentageMin, autoscaling.PanicWindowPercentageMax)
 	}
-	if c.PanicThresholdPercentage < PanicThresholdPercentageMin || c.PanicThresholdPercentage > PanicThresholdPercentageMax {
-		bad("panic-threshold-percentage %g must be between %g and %g", c.PanicThresholdPercentage, PanicThresholdPercentageMin, PanicThresholdPercentageMax)
+	if c.PanicThresholdPercentage < autoscaling.PanicThresholdPercentageMin || c.PanicThresholdPercentage > autoscaling.PanicThresholdPercentageMax {
+		bad("panic-threshold-percentage %g must be between %g and %g", c.PanicThresholdPercentage, autoscaling.PanicThresholdPercentageMin, autoscaling.PanicThresholdPercentageMax)
 	}
 	if c.MaxScaleUpRate <= 1 {
 		bad("max-scale-up-rate %g must be > 1", c.MaxScaleUpRate)
@@ -183,11 +164,11 @@ func (c Config) Validate() error {
 	if c.ScaleToZeroGracePeriod < 0 {
 		bad("scale-to-zero-grace-period %v must be >= 0", c.ScaleToZeroGracePeriod)
 	}
-	if c.ScaleToZeroPodRetentionPeriod < 0 || c.ScaleToZeroPodRetentionPeriod > WindowMax {
-		bad("scale-to-zero-pod-retention-period %v must be between 0s and %v", c.ScaleToZeroPodRetentionPeriod, WindowMax)
+	if c.ScaleToZeroPodRetentionPeriod < 0 || c.ScaleToZeroPodRetentionPeriod > autoscaling.WindowMax {
+		bad("scale-to-zero-pod-retention-period %v must be between 0s and %v", c.ScaleToZeroPodRetentionPeriod, autoscaling.WindowMax)
 	}
-	if c.ScaleDownDelay < 0 || c.ScaleDownDelay > WindowMax || c.ScaleDownDelay.Truncate(time.Second) != c.ScaleDownDelay {
-		bad("scale-down-delay %v must be whole seconds between 0s and %v", c.ScaleDownDelay, WindowMax)
+	if c.ScaleDownDelay < 0 || c.ScaleDownDelay > autoscaling.WindowMax || c.ScaleDownDelay.Truncate(time.Second) != c.ScaleDownDelay {
+		bad("scale-down-delay %v must be whole seconds between 0s and %v", c.ScaleDownDelay, autoscaling.WindowMax)
 	}
 	return errors.Join(errs...)
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/sluice-dev/sluice/routing/v1/autoscaling"
 )
 
 // Input is what the autoscaler observed for one revision at one tick.
@@ -168,8 +170,8 @@ func recordDelay(q []sample, now time.Time, window time.Duration, v int32) []sam
 	return q[start:]
 }
 
-func metricUnit(m Metric) string {
-	if m == MetricRPS {
+func metricUnit(m autoscaling.Metric) string {
+	if m == autoscaling.MetricRPS {
 		return "rps"
 	}
 	return "concurrent"

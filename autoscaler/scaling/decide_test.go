@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/routing/v1/autoscaling"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -15,7 +17,7 @@ func revision(t *testing.T, cc int64, annotations ...string) Config {
 	t.Helper()
 	a := map[string]string{}
 	for i := 0; i+1 < len(annotations); i += 2 {
-		a[AnnotationPrefix+annotations[i]] = annotations[i+1]
+		a[autoscaling.AnnotationPrefix+annotations[i]] = annotations[i+1]
 	}
 	cfg, err := Defaults().ForRevision(a, cc)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/sluice-dev/sluice/autoscaler/scaling"
+	"github.com/sluice-dev/sluice/routing/v1/autoscaling"
 )
 
 // scalingFlags are Knative's config-autoscaler keys as serve flags: the global defaults that a
@@ -53,7 +54,7 @@ func bindScalingFlags(f *pflag.FlagSet) *scalingFlags {
 // config is the validated global configuration.
 func (s *scalingFlags) config() (scaling.Config, error) {
 	c := s.cfg
-	c.Metric = scaling.Metric(s.metric)
+	c.Metric = autoscaling.Metric(s.metric)
 	c.TargetUtilization = s.utilizationPct / 100
 	if err := c.Validate(); err != nil {
 		return c, fmt.Errorf("autoscaler flags: %w", err)

@@ -15,7 +15,6 @@ import (
 	"github.com/sluice-dev/sluice/api"
 	"github.com/sluice-dev/sluice/api/apiclient"
 	v1 "github.com/sluice-dev/sluice/routing/v1"
-	"github.com/sluice-dev/sluice/source/directory"
 	"github.com/sluice-dev/sluice/traffic"
 )
 
@@ -125,7 +124,7 @@ func updateService(cmd *cobra.Command, c *apiclient.Client, namespace, name stri
 	}
 	out := cmd.OutOrStdout()
 	printApply(out, res)
-	if dir := svc.Annotations[directory.AnnotationSource]; dir != "" {
+	if dir := svc.Annotations[v1.AnnotationAppliedFrom]; dir != "" {
 		fmt.Fprintf(cmd.ErrOrStderr(), "note: %s/%s is managed by the directory %s that sluice serve --watch applies: its next change there puts the file's traffic back; change the file to keep this\n",
 			svc.Namespace, svc.Name, dir)
 	}

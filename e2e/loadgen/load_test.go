@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/wire"
 )
 
 func hello(t *testing.T) *httptest.Server {
@@ -29,7 +31,7 @@ func TestBenchRoundsAndHeaders(t *testing.T) {
 	var conns, withHeader, total atomic.Int64
 	proxy := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		total.Add(1)
-		if r.Header.Get("Knative-Serving-Revision") == "hello-00001" {
+		if r.Header.Get(wire.HeaderRevision) == "hello-00001" {
 			withHeader.Add(1)
 		}
 		io.WriteString(w, "Hello bench!\n")
@@ -46,7 +48,7 @@ func TestBenchRoundsAndHeaders(t *testing.T) {
 	cfg := BenchConfig{
 		Targets: []Target{
 			{Name: "direct", URL: direct.URL, Header: http.Header{}},
-			{Name: "activator", URL: proxy.URL, Header: http.Header{"Knative-Serving-Revision": {"hello-00001"}}},
+			{Name: "activator", URL: proxy.URL, Header: http.Header{wire.HeaderRevision: {"hello-00001"}}},
 		},
 		Concurrency: 4, Warmup: 10 * time.Millisecond, Duration: 50 * time.Millisecond, Rounds: 3,
 		Timeout: 5 * time.Second, Expect: "Hello",

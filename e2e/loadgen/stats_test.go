@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/wire"
 )
 
 const us1 = time.Microsecond
@@ -135,7 +137,7 @@ func TestReportVerdicts(t *testing.T) {
 func TestParseTargets(t *testing.T) {
 	got, err := parseTargets(
 		[]string{"direct=http://127.0.0.1:1/", "activator=http://127.0.0.1:2/"},
-		[]string{"activator:Knative-Serving-Namespace: default", "activator:Knative-Serving-Revision:hello-00001"},
+		[]string{"activator:" + wire.HeaderNamespace + ": default", "activator:" + wire.HeaderRevision + ":hello-00001"},
 		[]string{"activator=12,34", "activator=56"})
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +145,7 @@ func TestParseTargets(t *testing.T) {
 	if len(got) != 2 || got[0].Name != "direct" || len(got[0].Header) != 0 {
 		t.Fatalf("targets = %+v", got)
 	}
-	if ns, rev := got[1].Header.Get("Knative-Serving-Namespace"), got[1].Header.Get("Knative-Serving-Revision"); ns != "default" || rev != "hello-00001" {
+	if ns, rev := got[1].Header.Get(wire.HeaderNamespace), got[1].Header.Get(wire.HeaderRevision); ns != "default" || rev != "hello-00001" {
 		t.Errorf("activator headers = %v", got[1].Header)
 	}
 	if !slices.Equal(got[1].Proxy, []int{12, 34, 56}) || got[0].Proxy != nil {

@@ -23,6 +23,8 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/xds" // also registers the xds:/// resolver and balancers
+
+	"github.com/sluice-dev/sluice/wire"
 )
 
 func main() {
@@ -81,7 +83,7 @@ func run(host, xdsAddr string, n int, tag string, timeout time.Duration) error {
 	for range n {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		if tag != "" {
-			ctx = metadata.AppendToOutgoingContext(ctx, "knative-serving-tag", tag)
+			ctx = metadata.AppendToOutgoingContext(ctx, wire.HeaderTagLower, tag)
 		}
 		resp, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{FillServerId: true})
 		cancel()

@@ -198,6 +198,9 @@ type Condition struct {
 const (
 	// AnnotationEndpoints lists a revision's static instances, "host:port,host:port".
 	AnnotationEndpoints = "sluice.dev/endpoints"
+	// AnnotationAppliedFrom marks an object as applied from a watched directory (its absolute
+	// path), which makes the watcher responsible for deleting it when it leaves the directory.
+	AnnotationAppliedFrom = "sluice.dev/applied-from"
 	// AnnotationRolloutDuration spreads a latestRevision move over time (not yet implemented).
 	AnnotationRolloutDuration = "serving.knative.dev/rollout-duration"
 	// LabelVisibility set to VisibilityClusterLocal keeps a Service off the external listener.

@@ -11,7 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
-	"github.com/sluice-dev/sluice/autoscaler/scaling"
+	"github.com/sluice-dev/sluice/routing/v1/autoscaling"
 )
 
 // FieldError is one invalid field of an object.
@@ -174,7 +174,7 @@ func validatePort(es *errs, p *field.Path, port corev1.ContainerPort) {
 // validateAutoscaling checks the autoscaling.knative.dev/* annotations on their own, as Knative's
 // webhook does; how they combine with serve's global flags is checked when the revision is scaled.
 func validateAutoscaling(es *errs, p *field.Path, annotations map[string]string) {
-	if err := scaling.ValidateAnnotations(annotations); err != nil {
+	if err := autoscaling.ValidateAnnotations(annotations); err != nil {
 		es.add(p, "%v", err)
 	}
 }

@@ -2,7 +2,7 @@
 //
 // Every sync applies all the directory's files as one all-or-nothing batch, so a half-edited
 // file never half-applies: the error is logged and the last good state keeps serving. Objects a
-// sync applied carry AnnotationSource; when a later sync no longer contains one, it is deleted.
+// sync applied carry v1.AnnotationAppliedFrom; when a later sync no longer contains one, it is deleted.
 package directory
 
 import (
@@ -23,10 +23,6 @@ import (
 	"github.com/sluice-dev/sluice/routing/v1/manifest"
 	"github.com/sluice-dev/sluice/source"
 )
-
-// AnnotationSource marks an object as applied from a watched directory (its absolute path),
-// which makes the watcher responsible for deleting it when it leaves the directory.
-const AnnotationSource = "sluice.dev/applied-from"
 
 // DefaultDebounce lets an editor's write-rename-chmod burst, or a git checkout of many files,
 // settle into one sync.
@@ -203,7 +199,7 @@ func Sync(ctx context.Context, st source.Writer, dir string) (Report, error) {
 func withoutForeign(st *routing.State, objs []v1.Object, dir string) (own []v1.Object, skipped []routing.Ref) {
 	for _, o := range objs {
 		ref := routing.RefOf(o)
-		if cur := st.Get(ref); cur != nil && cur.GetAnnotations()[AnnotationSource] != dir {
+		if cur := st.Get(ref); cur != nil && cur.GetAnnotations()[v1.AnnotationAppliedFrom] != dir {
 			skipped = append(skipped, ref)
 			continue
 		}
@@ -221,7 +217,7 @@ func mark(o v1.Object, dir string) {
 	if a == nil {
 		a = map[string]string{}
 	}
-	a[AnnotationSource] = dir
+	a[v1.AnnotationAppliedFrom] = dir
 	o.SetAnnotations(a)
 }
 
@@ -230,7 +226,7 @@ func mark(o v1.Object, dir string) {
 func applied(st *routing.State, dir string) []routing.Ref {
 	var out []routing.Ref
 	add := func(kind string, k routing.Key, o v1.Object) {
-		if o.GetAnnotations()[AnnotationSource] != dir {
+		if o.GetAnnotations()[v1.AnnotationAppliedFrom] != dir {
 			return
 		}
 		for _, ref := range o.GetOwnerReferences() {

@@ -233,7 +233,7 @@ func (l *Loop) Sync(ctx context.Context) error {
 	// server re-diffs only those. A full pass (changed == nil) diffs everything.
 	tab, diff := l.tables.BuildDiff(st, l.eps, changed)
 	res := l.tr.TranslateDiff(tab, diff)
-	stats, err := l.xds.UpdateChanged(res, l.tr.LastChanges())
+	stats, err := l.xds.UpdateChanged(ctx, res, l.tr.LastChanges())
 	if err != nil {
 		return fmt.Errorf("push xDS: %w", err)
 	}
@@ -250,7 +250,7 @@ func (l *Loop) Sync(ctx context.Context) error {
 	l.synced, l.last = true, st
 	s := SyncStats{StatusUpdates: len(updates), Hosts: len(tab.Hosts), Backends: len(tab.Backends), XDS: stats, Took: time.Since(start)}
 	if stats.Changed+stats.Deleted > 0 || s.StatusUpdates > 0 {
-		l.log.Debug("synced", "statuses", s.StatusUpdates, "hosts", s.Hosts, "backends", s.Backends,
+		l.log.DebugContext(ctx, "synced", "statuses", s.StatusUpdates, "hosts", s.Hosts, "backends", s.Backends,
 			"xdsChanged", stats.Changed, "xdsDeleted", stats.Deleted, "xdsBytes", stats.Bytes, "took", s.Took)
 	}
 	if l.opts.Synced != nil {

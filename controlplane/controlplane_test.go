@@ -370,7 +370,12 @@ func TestPassRunsUnderTheChangesCause(t *testing.T) {
 		causes int
 	}
 	var passes []pass
-	loop := New(st, Static{}, envoy.NewTranslator(envoy.Options{}), newServer(t), Options{
+	pushes := &pushLog{}
+	srv, err := xds.NewServer(t.Context(), xds.Options{VersionPrefix: "test", Logger: slog.New(pushes)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := New(st, Static{}, envoy.NewTranslator(envoy.Options{}), srv, Options{
 		Routing: routing.Config{Domain: "example.com"},
 		Synced: func(ctx context.Context, _ SyncStats) {
 			passes = append(passes, pass{ctx.Value(causeKey{}), len(Causes(ctx))})
@@ -397,9 +402,36 @@ func TestPassRunsUnderTheChangesCause(t *testing.T) {
 	if !slices.Equal(passes, want) {
 		t.Fatalf("passes saw causes %+v, want %+v", passes, want)
 	}
+	// The push of the first pass happened in the API call's context.
+	if got := pushes.causes(); !slices.Equal(got, []any{0}) {
+		t.Fatalf("xDS pushes logged in contexts carrying %v, want the first API call's [0]", got)
+	}
 	// The loop's own cancellation still stops a pass that runs under a cause.
 	ctx, cancel := passContext(loopCtx, []context.Context{context.WithValue(context.Background(), causeKey{}, 1)})
 	defer cancel()
 	stop()
 	<-ctx.Done()
+}
+
+// pushLog is a slog.Handler that keeps the cause carried by the context of each "xDS pushed" record.
+type pushLog struct {
+	mu  sync.Mutex
+	got []any
+}
+
+func (p *pushLog) Enabled(context.Context, slog.Level) bool { return true }
+func (p *pushLog) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "xDS pushed" {
+		p.mu.Lock()
+		p.got = append(p.got, ctx.Value(causeKey{}))
+		p.mu.Unlock()
+	}
+	return nil
+}
+func (p *pushLog) WithAttrs([]slog.Attr) slog.Handler { return p }
+func (p *pushLog) WithGroup(string) slog.Handler      { return p }
+func (p *pushLog) causes() []any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.got)
 }

@@ -31,7 +31,7 @@ func fullPass(t *testing.T, srv *xds.Server, tab *routing.Table) *xds.Server {
 	tr := envoy.NewTranslator(envoy.Options{})
 	tr.SetWanted(srv.WantedHosts())
 	ref := newServer(t)
-	if _, err := ref.Update(tr.Translate(tab)); err != nil {
+	if _, err := ref.Update(context.Background(), tr.Translate(tab)); err != nil {
 		t.Fatal(err)
 	}
 	return ref

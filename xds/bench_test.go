@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"context"
 	"log/slog"
 	"testing"
 
@@ -20,7 +21,7 @@ func benchServer(b *testing.B) (*Server, *envoy.Resources) {
 		b.Fatal(err)
 	}
 	res := fixture(benchServices)
-	if _, err := srv.Update(res); err != nil {
+	if _, err := srv.Update(context.Background(), res); err != nil {
 		b.Fatal(err)
 	}
 	return srv, res
@@ -32,7 +33,7 @@ func BenchmarkUpdateNoChange(b *testing.B) {
 	srv, res := benchServer(b)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := srv.Update(res); err != nil {
+		if _, err := srv.Update(context.Background(), res); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -49,7 +50,7 @@ func BenchmarkUpdateOneEndpoint(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		i++
-		st, err := srv.Update(states[i%2])
+		st, err := srv.Update(context.Background(), states[i%2])
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -66,7 +67,7 @@ func BenchmarkUpdateOneEndpoint(b *testing.B) {
 func BenchmarkUpdateOneRouteWithDeltaClient(b *testing.B) {
 	h := newHarness(b)
 	res := fixture(benchServices)
-	if _, err := h.srv.Update(res); err != nil {
+	if _, err := h.srv.Update(context.Background(), res); err != nil {
 		b.Fatal(err)
 	}
 	names := sortedKeys(res.Routes)
@@ -100,7 +101,7 @@ func BenchmarkUpdateOneRouteWithDeltaClient(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		i++
-		if _, err := h.srv.Update(states[i%2]); err != nil {
+		if _, err := h.srv.Update(context.Background(), states[i%2]); err != nil {
 			b.Fatal(err)
 		}
 		r := recv()

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -73,7 +74,7 @@ func TestUpdateChangedMatchesUpdate(t *testing.T) {
 		full, inc := newHarness(t), newHarness(t)
 		res := fixture(20)
 		full.update(res)
-		if _, err := inc.srv.UpdateChanged(res, envoy.Changes{Full: true}); err != nil {
+		if _, err := inc.srv.UpdateChanged(context.Background(), res, envoy.Changes{Full: true}); err != nil {
 			t.Fatal(err)
 		}
 		checkSameCaches(t, fmt.Sprintf("seed %d start", seed), inc.srv, full.srv)
@@ -86,11 +87,11 @@ func TestUpdateChangedMatchesUpdate(t *testing.T) {
 				ch.Routes = append(ch.Routes, hostA, "nowhere.example.com")
 				ch.Endpoints = append(ch.Endpoints, revB)
 			}
-			want, err := full.srv.Update(res)
+			want, err := full.srv.Update(context.Background(), res)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := inc.srv.UpdateChanged(res, ch)
+			got, err := inc.srv.UpdateChanged(context.Background(), res, ch)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -151,13 +152,13 @@ func TestUpdateChangedMissesWhatIsNotNamed(t *testing.T) {
 	h.update(res)
 	before, _ := h.srv.Version(resource.EndpointType, revA, wire.NodeEnvoy)
 	res.Endpoints[revA] = cla(revA, 9999)
-	if st, err := h.srv.UpdateChanged(res, envoy.Changes{Routes: []string{hostA}}); err != nil || st != (UpdateStats{}) {
+	if st, err := h.srv.UpdateChanged(context.Background(), res, envoy.Changes{Routes: []string{hostA}}); err != nil || st != (UpdateStats{}) {
 		t.Fatalf("UpdateChanged naming an unchanged route: %+v, %v", st, err)
 	}
 	if v, _ := h.srv.Version(resource.EndpointType, revA, wire.NodeEnvoy); v != before {
 		t.Fatal("a change that was not named was diffed")
 	}
-	if st, err := h.srv.UpdateChanged(res, envoy.Changes{Endpoints: []string{revA}}); err != nil || st.Changed != 1 {
+	if st, err := h.srv.UpdateChanged(context.Background(), res, envoy.Changes{Endpoints: []string{revA}}); err != nil || st.Changed != 1 {
 		t.Fatalf("naming it: %+v, %v", st, err)
 	}
 }
@@ -199,7 +200,7 @@ func TestTranslateDiffIntoUpdateChangedUnderRace(t *testing.T) {
 	pct := slices.Repeat([]uint32{80}, n)
 	tab := xdsTable(n, pct)
 	res := tr.TranslateDiff(tab, routing.TableDiff{Full: true})
-	if _, err := h.srv.UpdateChanged(res, tr.LastChanges()); err != nil {
+	if _, err := h.srv.UpdateChanged(context.Background(), res, tr.LastChanges()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -233,7 +234,7 @@ func TestTranslateDiffIntoUpdateChangedUnderRace(t *testing.T) {
 		}}
 		res = tr.TranslateDiff(next, d)
 		tab = next
-		st, err := h.srv.UpdateChanged(res, tr.LastChanges())
+		st, err := h.srv.UpdateChanged(context.Background(), res, tr.LastChanges())
 		if err != nil {
 			t.Fatal(err)
 		}

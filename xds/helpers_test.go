@@ -95,7 +95,7 @@ func newHarness(t testing.TB) *harness {
 
 func (h *harness) update(res *envoy.Resources) UpdateStats {
 	h.t.Helper()
-	st, err := h.srv.Update(res)
+	st, err := h.srv.Update(context.Background(), res)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -149,7 +150,7 @@ func BenchmarkPipeline(b *testing.B) {
 				prefix := fmt.Sprintf("shape=%s/services=%d/change=%s", shape.name, n, c.name)
 				b.Run(prefix+"/path=full", func(b *testing.B) {
 					tr, srv := envoy.NewTranslator(envoy.Options{}), quietServer(b)
-					if _, err := srv.Update(tr.Translate(routing.BuildTable(st, src, routing.Config{}))); err != nil {
+					if _, err := srv.Update(context.Background(), tr.Translate(routing.BuildTable(st, src, routing.Config{}))); err != nil {
 						b.Fatal(err)
 					}
 					var pushed int64
@@ -157,7 +158,7 @@ func BenchmarkPipeline(b *testing.B) {
 					for b.Loop() {
 						tab := routing.BuildTable(c.states[i%2], c.srcs[i%2], routing.Config{})
 						i++
-						stats, err := srv.Update(tr.Translate(tab))
+						stats, err := srv.Update(context.Background(), tr.Translate(tab))
 						if err != nil || stats.Changed == 0 {
 							b.Fatalf("%+v %v", stats, err)
 						}
@@ -168,7 +169,7 @@ func BenchmarkPipeline(b *testing.B) {
 				b.Run(prefix+"/path=diff", func(b *testing.B) {
 					tb, tr, srv := routing.NewTableBuilder(routing.Config{}), envoy.NewTranslator(envoy.Options{}), quietServer(b)
 					tab, d := tb.BuildDiff(st, src, nil)
-					if _, err := srv.UpdateChanged(tr.TranslateDiff(tab, d), tr.LastChanges()); err != nil {
+					if _, err := srv.UpdateChanged(context.Background(), tr.TranslateDiff(tab, d), tr.LastChanges()); err != nil {
 						b.Fatal(err)
 					}
 					var pushed int64
@@ -177,7 +178,7 @@ func BenchmarkPipeline(b *testing.B) {
 						tab, d := tb.BuildDiff(c.states[i%2], c.srcs[i%2], c.changed[i%2])
 						i++
 						res := tr.TranslateDiff(tab, d)
-						stats, err := srv.UpdateChanged(res, tr.LastChanges())
+						stats, err := srv.UpdateChanged(context.Background(), res, tr.LastChanges())
 						if err != nil || stats.Changed == 0 {
 							b.Fatalf("%+v %v", stats, err)
 						}
@@ -266,7 +267,7 @@ func retainedHeap(b *testing.B, tab *routing.Table, wanted map[string]bool) (tra
 	}
 	afterTr := liveHeap()
 	srv := quietServer(b)
-	if _, err := srv.Update(res); err != nil {
+	if _, err := srv.Update(context.Background(), res); err != nil {
 		b.Fatal(err)
 	}
 	res = nil

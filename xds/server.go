@@ -258,14 +258,25 @@ func (s *Server) Register(g *grpc.Server) {
 // (the translator memoises) or has the same encoding. It looks at every
 // resource: it is for start-up, a full translation, and the reference that
 // UpdateChanged must agree with. Safe for concurrent use; meant to be called by
-// one owner.
-func (s *Server) Update(res *envoy.Resources) (UpdateStats, error) {
+// one owner. ctx is the change's (the control-plane pass's): what it carries
+// (a trace) goes with the push's log records.
+func (s *Server) Update(ctx context.Context, res *envoy.Resources) (UpdateStats, error) {
 	if res == nil {
 		res = &envoy.Resources{}
 	}
 	s.updateMu.Lock()
 	defer s.updateMu.Unlock()
-	return s.update(res, nil)
+	stats, err := s.update(res, nil)
+	s.logPush(ctx, stats, err)
+	return stats, err
+}
+
+// logPush records a push at debug level, in the change's context. A failure is the caller's to
+// report (the loop logs and retries it).
+func (s *Server) logPush(ctx context.Context, st UpdateStats, err error) {
+	if err == nil && st.Changed+st.Deleted > 0 {
+		s.log.DebugContext(ctx, "xDS pushed", "changed", st.Changed, "deleted", st.Deleted, "bytes", st.Bytes)
+	}
 }
 
 // UpdateChanged is Update when only the resources ch names can differ from what
@@ -276,13 +287,14 @@ func (s *Server) Update(res *envoy.Resources) (UpdateStats, error) {
 //
 // res is read only during the call: the caches keep the resource pointers
 // (immutable protos), never the maps, so the caller may patch the maps in place
-// afterwards (envoy.Translator.TranslateDiff does).
-func (s *Server) UpdateChanged(res *envoy.Resources, ch envoy.Changes) (UpdateStats, error) {
+// afterwards (envoy.Translator.TranslateDiff does). ctx is as for Update.
+func (s *Server) UpdateChanged(ctx context.Context, res *envoy.Resources, ch envoy.Changes) (stats UpdateStats, err error) {
 	if res == nil {
 		res = &envoy.Resources{}
 	}
 	s.updateMu.Lock()
 	defer s.updateMu.Unlock()
+	defer func() { s.logPush(ctx, stats, err) }()
 	if ch.Full {
 		return s.update(res, nil)
 	}
@@ -303,7 +315,6 @@ func (s *Server) UpdateChanged(res *envoy.Resources, ch envoy.Changes) (UpdateSt
 		_, ok := res.ActivatorEndpoints[name]
 		return !ok
 	})
-	var stats UpdateStats
 	for _, phase := range []*envoy.Changes{&early, &late, &gone} {
 		if phase != &early && phase.Empty() {
 			continue

@@ -83,7 +83,7 @@ func TestUpdateDiffs(t *testing.T) {
 
 	bad := clone(next)
 	bad.Clusters["wrong-key"] = cluster("other")
-	if _, err := h.srv.Update(bad); err == nil || !strings.Contains(err.Error(), "keyed as") {
+	if _, err := h.srv.Update(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "keyed as") {
 		t.Errorf("mis-keyed resource: err = %v", err)
 	}
 }
@@ -472,7 +472,7 @@ func TestUpdateChangedRemovesClustersAfterTheRoutesThatUsedThem(t *testing.T) {
 	next.Routes["external"] = routeConfig("external", "*", map[string]uint32{"default/svc0-00001": 100})
 	// Named first on purpose: the order of names must not decide the order of pushes.
 	ch.Routes = []string{"external"}
-	if _, err := h.srv.UpdateChanged(next, ch); err != nil {
+	if _, err := h.srv.UpdateChanged(context.Background(), next, ch); err != nil {
 		t.Fatal(err)
 	}
 

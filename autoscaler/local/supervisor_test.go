@@ -291,10 +291,18 @@ func killAfterGrace(t *testing.T, grace time.Duration) (gotTerm bool) {
 	st := waitFor(t, s, key, "1 ready", func(st RevisionStatus) bool { return st.Ready == 1 })
 	pid := st.Instances[0].PID
 	logPath := filepath.Join(s.opts.LogsDir, "default", "stubborn-00001", "stubborn-00001-1.log")
+	// The app wrote the line before it listened, but the supervisor copies its output to the
+	// log on a goroutine of its own, which may not have got to it yet.
 	child := 0
-	for _, line := range strings.Split(readFile(t, logPath), "\n") {
-		if v, ok := strings.CutPrefix(line, "child "); ok {
-			child, _ = strconv.Atoi(v)
+	deadline := time.Now().Add(waitTimeout)
+	for child == 0 && time.Now().Before(deadline) {
+		for _, line := range strings.Split(readFile(t, logPath), "\n") {
+			if v, ok := strings.CutPrefix(line, "child "); ok {
+				child, _ = strconv.Atoi(v)
+			}
+		}
+		if child == 0 {
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
 	if child == 0 || !alive(child) {

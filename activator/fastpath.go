@@ -133,8 +133,9 @@ func (p *proxy) exchange(ctx context.Context, w http.ResponseWriter, r *http.Req
 		}
 	}
 	// The body was read to its end; anything more from the instance would be unasked for. A
-	// request body still being sent when the response has ended spoils the connection (join).
-	reusable = !resp.Close && c.br.Buffered() == 0 && body.finished()
+	// request body still being sent when the response has ended spoils the connection: the
+	// deferred join says so.
+	reusable = !resp.Close && c.br.Buffered() == 0
 	return false
 }
 
@@ -187,7 +188,10 @@ func (b *bodyWriter) join(c *upstreamConn, at *attempt) error {
 		b.err = <-b.done
 		b.joined = true
 		if b.err == nil {
-			b.err = errors.New("request body unfinished when the exchange ended")
+			// Every write was done before the deadline: the body went in full, and the goroutine
+			// had only not said so yet (on a busy machine it can take that long after its last
+			// write, while the instance answers). Nothing is pending on the connection.
+			_ = c.conn.SetWriteDeadline(time.Time{})
 		}
 	}
 	if b.bodyRead.Load() {

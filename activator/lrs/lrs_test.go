@@ -177,8 +177,8 @@ func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	select {
 	case v := <-ch:
 		return v
-	case <-time.After(10 * time.Second):
-		t.Fatalf("no %s in 10s", what)
+	case <-time.After(30 * time.Second): // only stops a hang; it covers gRPC's reconnect backoff, from 1s
+		t.Fatalf("no %s in 30s", what)
 		panic("unreachable")
 	}
 }

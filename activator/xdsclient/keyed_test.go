@@ -40,10 +40,11 @@ func (k *keyed[T]) get(name string) (T, bool) {
 	return v, ok
 }
 
-// waitFor waits until cond holds of the values; the deadline only stops a hang.
+// waitFor waits until cond holds of the values; the deadline only stops a hang. It is long
+// enough for waits across a reconnection, which gRPC backs off from 1s.
 func (k *keyed[T]) waitFor(t *testing.T, what string, cond func(map[string]T) bool) {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
+	deadline := time.After(30 * time.Second)
 	for {
 		k.mu.Lock()
 		ok, ch := cond(k.m), k.changed

@@ -43,12 +43,14 @@ func (s *recordingSink) Report(r metrics.Report) { s.Collector.Report(r); s.repo
 func (s *recordingSink) Forget(id string)        { s.Collector.Forget(id); s.forgets <- id }
 
 // wait returns the next value or fails the test; the timeout only turns a hang into a failure.
+// It is long enough for a gRPC client to resolve its target through xDS and connect under -race
+// on a busy machine (grpcclient_test.go).
 func wait[T any](t *testing.T, ch <-chan T) T {
 	t.Helper()
 	select {
 	case v := <-ch:
 		return v
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("nothing arrived")
 		panic("unreachable")
 	}

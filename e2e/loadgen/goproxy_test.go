@@ -11,7 +11,10 @@ import (
 )
 
 // The floor proxy forwards requests with their headers and keeps its upstream connection: a
-// proxy that dialed per request would make the floor look worse than Go's real one.
+// proxy that dialed per request would make the floor look worse than Go's real one. (net/http
+// drops a connection instead of reusing it when its write goroutine has not reported the request
+// written within 50ms of the reply, which a loaded machine can make happen now and then; so the
+// test asks that nearly every request reuse a connection, not that one connection serve all.)
 func TestGoProxyForwardsOnAKeptConnection(t *testing.T) {
 	backend, upstreamConns := greetingBackend(t)
 	u, err := url.Parse(backend.URL)
@@ -21,7 +24,8 @@ func TestGoProxyForwardsOnAKeptConnection(t *testing.T) {
 	front := httptest.NewServer(newGoProxy(u, 4))
 	defer front.Close()
 
-	for i := range 20 {
+	const requests = 100
+	for i := range requests {
 		req, _ := http.NewRequest(http.MethodGet, front.URL+"/", nil)
 		req.Header.Set("X-Who", "bench")
 		resp, err := front.Client().Do(req)
@@ -34,8 +38,8 @@ func TestGoProxyForwardsOnAKeptConnection(t *testing.T) {
 			t.Fatalf("request %d: %s %q, want 200 \"Hello bench!\"", i, resp.Status, body)
 		}
 	}
-	if n := upstreamConns.Load(); n != 1 {
-		t.Errorf("20 sequential requests opened %d upstream connections, want 1", n)
+	if n := upstreamConns.Load(); n < 1 || n > requests/10 {
+		t.Errorf("%d sequential requests opened %d upstream connections, want 1 (a few more on a loaded machine)", requests, n)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -83,10 +84,10 @@ func (l *load) request(ctx context.Context) (*http.Request, error) {
 	return req, nil
 }
 
-// run keeps conc requests in flight for d (or until ctx is done) and returns every successful
-// request's latency, the number of failures and the first failure. A failure is a transport
-// error or a status other than 200.
-func (l *load) run(ctx context.Context, d time.Duration) (lat []time.Duration, errs int, firstErr error, elapsed time.Duration) {
+// run keeps conc requests in flight for d, or, if n is above zero, until n requests have been
+// sent (or until ctx is done), and returns every successful request's latency, the number of
+// failures and the first failure. A failure is a transport error or a status other than 200.
+func (l *load) run(ctx context.Context, d time.Duration, n int) (lat []time.Duration, errs int, firstErr error, elapsed time.Duration) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type worker struct {
@@ -97,6 +98,7 @@ func (l *load) run(ctx context.Context, d time.Duration) (lat []time.Duration, e
 	workers := make([]worker, l.conc)
 	start := time.Now()
 	deadline := start.Add(d)
+	var sent atomic.Int64 // requests begun, when n bounds the run
 	var wg sync.WaitGroup
 	for i := range workers {
 		w := &workers[i]
@@ -108,8 +110,11 @@ func (l *load) run(ctx context.Context, d time.Duration) (lat []time.Duration, e
 				return
 			}
 			for ctx.Err() == nil {
+				if n > 0 && sent.Add(1) > int64(n) {
+					return
+				}
 				t0 := time.Now()
-				if !t0.Before(deadline) {
+				if n <= 0 && !t0.Before(deadline) {
 					return
 				}
 				err := l.once(req)

@@ -25,8 +25,10 @@ func hello(t *testing.T) *httptest.Server {
 	return s
 }
 
-// Every round measures every target once, the headers reach the target, and keep-alive means
-// the connections opened are about the concurrency, not one per request.
+// Every round measures every target once, for exactly the requests asked, the headers reach the
+// target, and keep-alive means the connections opened are about the concurrency, not one per
+// request. Rounds are bounded by request count, not time: a round of 50ms can pass on a loaded
+// machine before its first request is sent.
 func TestBenchRoundsAndHeaders(t *testing.T) {
 	var conns, withHeader, total atomic.Int64
 	proxy := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -45,39 +47,57 @@ func TestBenchRoundsAndHeaders(t *testing.T) {
 	t.Cleanup(proxy.Close)
 	direct := hello(t)
 
+	const perRound, rounds = 100, 3
 	cfg := BenchConfig{
 		Targets: []Target{
 			{Name: "direct", URL: direct.URL, Header: http.Header{}},
 			{Name: "activator", URL: proxy.URL, Header: http.Header{wire.HeaderRevision: {"hello-00001"}}},
 		},
-		Concurrency: 4, Warmup: 10 * time.Millisecond, Duration: 50 * time.Millisecond, Rounds: 3,
-		Timeout: 5 * time.Second, Expect: "Hello",
+		Concurrency: 4, Warmup: 10 * time.Millisecond, Requests: perRound, Rounds: rounds,
+		Timeout: 30 * time.Second, Expect: "Hello",
 	}
 	var log strings.Builder
-	rounds, err := Bench(context.Background(), cfg, &log)
+	got, err := Bench(context.Background(), cfg, &log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"direct", "activator"} {
-		if got := len(rounds[name]); got != 3 {
-			t.Errorf("%s: %d summaries, want one per round (3)", name, got)
+		if n := len(got[name]); n != rounds {
+			t.Errorf("%s: %d summaries, want one per round (%d)", name, n, rounds)
 		}
-		for i, s := range rounds[name] {
-			if s.Errors != 0 || s.Requests == 0 || s.P50 <= 0 || s.Max < s.P99 || s.RPS <= 0 {
-				t.Errorf("%s round %d: %+v", name, i+1, s)
+		for i, s := range got[name] {
+			if s.Requests != perRound || s.Errors != 0 || s.P50 <= 0 || s.Max < s.P99 || s.RPS <= 0 {
+				t.Errorf("%s round %d: %+v, want %d requests, no errors", name, i+1, s, perRound)
 			}
 		}
 	}
-	if withHeader.Load() != total.Load() || total.Load() == 0 {
-		t.Errorf("%d of %d requests carried the target's header", withHeader.Load(), total.Load())
+	// The check before the run, the measured rounds and whatever the warm-ups sent.
+	if n := total.Load(); n < 1+rounds*perRound || withHeader.Load() != n {
+		t.Errorf("%d of %d requests carried the target's header; want all of at least %d", withHeader.Load(), n, 1+rounds*perRound)
 	}
-	if c := conns.Load(); c > int64(cfg.Concurrency) {
-		t.Errorf("%d connections for %d requests at concurrency %d: keep-alive not in use", c, total.Load(), cfg.Concurrency)
+	// Keep-alive holds at most Concurrency connections open, but net/http closes a connection
+	// instead of reusing it when its own write goroutine has not reported the request written
+	// within 50ms of the reply (maxWriteWaitBeforeConnReuse, which Go's own tests raise "to avoid
+	// flakiness"), so a loaded machine opens a few more, a number no bound can be sure of.
+	// Without keep-alive every request opens one. That the pool keeps a connection per worker is
+	// TestTransportKeepsAConnectionPerWorker's.
+	if c, n := conns.Load(), total.Load(); c > n/10 {
+		t.Errorf("%d connections for %d requests at concurrency %d: keep-alive not in use", c, n, cfg.Concurrency)
 	}
 	// Round 2 starts with the second target.
 	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
-	if len(lines) != 6 || !strings.HasPrefix(lines[2], "round 2/3  activator") {
+	if len(lines) != 2*rounds || !strings.HasPrefix(lines[2], "round 2/3  activator") {
 		t.Errorf("progress lines:\n%s", log.String())
+	}
+}
+
+// The transport keeps an idle connection for each of the conc workers and opens no more than
+// conc: with a smaller idle pool the workers would keep dialing, and the dials would be measured.
+func TestTransportKeepsAConnectionPerWorker(t *testing.T) {
+	tr := newTransport(16)
+	if tr.DisableKeepAlives || tr.MaxIdleConnsPerHost < 16 || (tr.MaxIdleConns != 0 && tr.MaxIdleConns < 16) || tr.MaxConnsPerHost != 16 {
+		t.Errorf("transport for 16 workers: keep-alives disabled %v, idle %d (per host %d), most %d per host; want keep-alive, 16 idle, 16 at most",
+			tr.DisableKeepAlives, tr.MaxIdleConns, tr.MaxIdleConnsPerHost, tr.MaxConnsPerHost)
 	}
 }
 
@@ -93,16 +113,18 @@ func TestBenchCountsFailures(t *testing.T) {
 	t.Cleanup(flaky.Close)
 	cfg := BenchConfig{
 		Targets:     []Target{{Name: "flaky", URL: flaky.URL}},
-		Concurrency: 2, Duration: 30 * time.Millisecond, Rounds: 1, Timeout: 5 * time.Second, Expect: "Hello",
+		Concurrency: 2, Requests: 20, Rounds: 1, Timeout: 30 * time.Second, Expect: "Hello",
 	}
 	var log strings.Builder
 	rounds, err := Bench(context.Background(), cfg, &log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The check before the run was the server's first request; of the 20 measured after it,
+	// every other one, 10, failed.
 	s := rounds["flaky"][0]
-	if s.Errors == 0 || s.Errors == s.Requests {
-		t.Errorf("summary %+v: want about half the requests failed", s)
+	if s.Requests != 20 || s.Errors != 10 {
+		t.Errorf("summary %+v: want 20 requests, 10 of them failed", s)
 	}
 	if !strings.Contains(log.String(), "503 Service Unavailable") {
 		t.Errorf("the first failure is not reported:\n%s", log.String())
@@ -114,7 +136,7 @@ func TestBenchChecksTheReplyFirst(t *testing.T) {
 		io.WriteString(w, "Welcome to nginx!")
 	}))
 	t.Cleanup(other.Close)
-	cfg := BenchConfig{Targets: []Target{{Name: "nginx", URL: other.URL}}, Concurrency: 1, Duration: time.Millisecond, Rounds: 1, Timeout: time.Second, Expect: "Hello"}
+	cfg := BenchConfig{Targets: []Target{{Name: "nginx", URL: other.URL}}, Concurrency: 1, Duration: time.Millisecond, Rounds: 1, Timeout: 30 * time.Second, Expect: "Hello"}
 	if _, err := Bench(context.Background(), cfg, io.Discard); err == nil || !strings.Contains(err.Error(), "want 200 with") {
 		t.Errorf("Bench against a server that is not the backend: err = %v", err)
 	}
@@ -122,13 +144,13 @@ func TestBenchChecksTheReplyFirst(t *testing.T) {
 
 func TestFirstByte(t *testing.T) {
 	s := hello(t)
-	d, err := FirstByte(context.Background(), s.URL, http.Header{"X": {"y"}}, 5*time.Second)
+	d, err := FirstByte(context.Background(), s.URL, http.Header{"X": {"y"}}, 30*time.Second)
 	if err != nil || d <= 0 {
 		t.Errorf("FirstByte = %v, %v", d, err)
 	}
 	missing := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(missing.Close)
-	if _, err := FirstByte(context.Background(), missing.URL, nil, 5*time.Second); err == nil {
+	if _, err := FirstByte(context.Background(), missing.URL, nil, 30*time.Second); err == nil {
 		t.Error("FirstByte of a 404: no error")
 	}
 }

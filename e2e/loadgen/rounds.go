@@ -12,10 +12,15 @@ type BenchConfig struct {
 	Targets     []Target
 	Concurrency int
 	Warmup      time.Duration // before each target's measurement, every round
-	Duration    time.Duration // measured, per target per round
+	Duration    time.Duration // measured, per target per round (unless Requests is set)
 	Rounds      int
 	Timeout     time.Duration // per request
 	Expect      string        // substring of a good reply, checked once per target before the run
+	// Requests, when above zero, ends each measured round after that many requests, successful
+	// or failed, instead of after Duration: the round then measures the same work however busy
+	// the machine is, where a short Duration on a loaded machine can pass before a request is
+	// sent. The tests use it; a benchmark states its rounds in time.
+	Requests int
 	// Backend are the processes serving every target, whose CPU time per request is reported.
 	Backend []int
 }
@@ -38,12 +43,12 @@ func Bench(ctx context.Context, cfg BenchConfig, w io.Writer) (map[string][]Summ
 		for i := range loads {
 			l := loads[(i+r)%len(loads)]
 			if cfg.Warmup > 0 {
-				if _, _, err, _ := l.run(ctx, cfg.Warmup); err != nil {
+				if _, _, err, _ := l.run(ctx, cfg.Warmup, 0); err != nil {
 					return out, fmt.Errorf("round %d: warm-up: %w", r+1, err)
 				}
 			}
 			before := takeCPUSnapshot(cfg.Backend, l.target.Proxy)
-			lat, errs, firstErr, elapsed := l.run(ctx, cfg.Duration)
+			lat, errs, firstErr, elapsed := l.run(ctx, cfg.Duration, cfg.Requests)
 			after := takeCPUSnapshot(cfg.Backend, l.target.Proxy)
 			if err := ctx.Err(); err != nil {
 				return out, err

@@ -110,6 +110,10 @@ type Autoscaler struct {
 	wake    chan struct{} // a tick is wanted now (a poke, a new revision, an acknowledged flip)
 	changes chan struct{} // to the control-plane loop: Changed has something
 
+	// scaleMu orders Tick's Scale calls with Delete's Forget, so a revision deleted while a tick
+	// decided on it is never scaled up again after it was forgotten. It is taken before mu, never
+	// while mu is held, and held only across Scaler calls that do not block.
+	scaleMu sync.Mutex
 	mu      sync.Mutex
 	revs    map[routing.Key]*revision
 	changed map[routing.Key]bool
@@ -286,7 +290,14 @@ func (a *Autoscaler) Tick() {
 		r.last = act
 		a.mu.Unlock()
 		if act.Scale >= 0 {
-			a.scaler.Scale(rev, int(act.Scale))
+			a.scaleMu.Lock()
+			a.mu.Lock()
+			current := a.revs[key] == r // not deleted (nor recreated) while this tick decided
+			a.mu.Unlock()
+			if current {
+				a.scaler.Scale(rev, int(act.Scale))
+			}
+			a.scaleMu.Unlock()
 		}
 	}
 }
@@ -531,13 +542,17 @@ func (a *Autoscaler) Upsert(rev *v1.Revision, reachable bool) {
 		a.Delete(key)
 		return
 	}
+	// The pass that upserts rev computed its status from Instances: a revision it found Ready
+	// stays Ready (it is activated on demand), even if its instance crashes before the next tick.
+	ready := routing.RevisionReady(rev)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if r := a.revs[key]; r != nil {
 		r.rev, r.reachable = rev, reachable
+		r.everReady = r.everReady || ready
 		return
 	}
-	r := &revision{rev: rev, mode: scaling.ModeProxy, reachable: reachable}
+	r := &revision{rev: rev, mode: scaling.ModeProxy, reachable: reachable, everReady: ready}
 	r.cfg, r.cfgErr = a.configOf(rev)
 	if r.cfgErr == nil && r.cfg.InitialScale == 0 {
 		r.everReady = true
@@ -553,6 +568,8 @@ func (a *Autoscaler) Upsert(rev *v1.Revision, reachable bool) {
 // Delete forgets a revision that is gone (Knative's MultiScaler.Delete): its instances stop and
 // its load is no longer tracked.
 func (a *Autoscaler) Delete(key routing.Key) {
+	a.scaleMu.Lock()
+	defer a.scaleMu.Unlock()
 	a.mu.Lock()
 	r := a.revs[key]
 	if r == nil {
@@ -560,7 +577,9 @@ func (a *Autoscaler) Delete(key routing.Key) {
 		return
 	}
 	delete(a.revs, key)
-	delete(a.pushed, key)
+	// pushed stays: clients hold the revision's load assignment until a pass pushes its removal,
+	// and the stop hook of the instances Forget stops (WaitRemoved) must wait for that push.
+	// Pushed drops the entry then.
 	delete(a.changed, key)
 	if r.cfgErr == nil {
 		a.clustersChangedLocked()

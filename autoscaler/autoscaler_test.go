@@ -70,6 +70,8 @@ type fakeMetrics struct {
 	conc  float64
 	ok    bool
 	track map[string]bool
+	// during, when set, runs in Averages: while a tick is deciding, with none of its locks held.
+	during func()
 }
 
 func (m *fakeMetrics) Track(c string, _ time.Duration) {
@@ -92,6 +94,9 @@ func (m *fakeMetrics) tracked() []string {
 }
 func (m *fakeMetrics) Sample(time.Time) {}
 func (m *fakeMetrics) Averages(string, time.Duration, time.Duration, time.Time) metrics.Averages {
+	if m.during != nil {
+		m.during()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return metrics.Averages{StableConcurrency: m.conc, PanicConcurrency: m.conc, HasData: m.ok}
@@ -316,5 +321,58 @@ func TestInstancesHasNoSideEffects(t *testing.T) {
 	a.Tick()
 	if sc.want(routing.KeyOf(rev)) != 1 || len(m.tracked()) != 1 {
 		t.Fatalf("after Upsert: scaler wants %d, tracked %v; want its initial scale and its load tracked", sc.want(routing.KeyOf(rev)), m.tracked())
+	}
+}
+
+// A deleted revision's instances stop only once the pass that removes its load assignment was
+// pushed: deleting the record must not make WaitRemoved think the removal is out already.
+func TestDeletedRevisionsInstancesWaitForTheRemovalPush(t *testing.T) {
+	rev := revisionFor("gone-00001", nil)
+	key := routing.KeyOf(rev)
+	sc := newFakeScaler()
+	acks := fakeAcks{ack: make(chan struct{})}
+	close(acks.ack) // every client acknowledges at once
+	a := New(sc, &fakeMetrics{}, acks, Options{Defaults: scaling.Defaults(), Activator: activator})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a.ctx = ctx
+	a.Upsert(rev, true)
+	inst := routing.Endpoint{Host: "127.0.0.1", Port: 9001}
+	sc.setReady(key, inst)
+	a.Upsert(rev, true)
+	a.Instances(rev)
+	push(a, rev) // clients now hold the instance
+	a.mu.Lock()
+	a.revs[key].mode = scaling.ModeServe
+	a.mu.Unlock()
+	push(a, rev)
+
+	a.Delete(key) // the loop's next pass: the revision is gone, its instance is stopped...
+	removed := make(chan error, 1)
+	go func() { removed <- a.WaitRemoved(ctx, key, inst) }() // ...by a stop hook that waits first
+	select {
+	case err := <-removed:
+		t.Fatalf("WaitRemoved returned (%v) before the pass that removes the revision's load assignment pushed", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	// The same pass pushes the table without the revision's backend.
+	a.Pushed(&routing.Table{}, routing.TableDiff{Backends: []string{clusterOf(key)}})
+	if err := <-removed; err != nil {
+		t.Fatalf("WaitRemoved after the removal was pushed: %v", err)
+	}
+}
+
+// A tick that decided on a revision while the loop deleted it does not scale it up again after
+// it was forgotten: nothing would ever stop those instances.
+func TestTickDoesNotScaleARevisionDeletedMeanwhile(t *testing.T) {
+	rev := revisionFor("gone-00001", nil)
+	key := routing.KeyOf(rev)
+	sc, m := newFakeScaler(), &fakeMetrics{}
+	a := New(sc, m, fakeAcks{}, Options{Defaults: scaling.Defaults(), Activator: activator})
+	a.Upsert(rev, true)
+	m.during = func() { a.Delete(key) } // the loop deletes it while the tick reads its load
+	a.Tick()
+	if got := sc.want(key); got != 0 {
+		t.Fatalf("scaler wants %d instances of a revision deleted during the tick, want 0 (forgotten)", got)
 	}
 }

@@ -562,6 +562,9 @@ func isReady(cs []v1.Condition) bool {
 	return readyCondition(cs).Status == corev1.ConditionTrue
 }
 
+// RevisionReady reports whether rev's status says it is Ready.
+func RevisionReady(rev *v1.Revision) bool { return isReady(rev.Status.Conditions) }
+
 // RevisionStatusCurrent reports whether rev's stored status already says what inst says, so
 // reconciling rev would change nothing. A revision that scales without becoming ready or unready
 // is the common case by far: its new endpoints then only need a new table, not a reconcile.

@@ -92,9 +92,10 @@ type Loop struct {
 	log    *slog.Logger
 	// synced is false until a full pass succeeded; until then every pass is a full one.
 	synced bool
-	// last is the state the last successful pass built from (statuses included): which revisions
-	// a changed route served before is read from it.
-	last *routing.State
+	// served are the revisions each route served (or tagged) as of the last pass: what a route
+	// that changes or goes away made reachable before. Kept rather than the last pass's whole
+	// State, which would pin a second copy of every object whose status that pass wrote.
+	served map[routing.Key][]routing.Key
 }
 
 // New returns a Loop; Run drives it.
@@ -247,7 +248,7 @@ func (l *Loop) Sync(ctx context.Context) error {
 			return fmt.Errorf("write statuses: %w", err)
 		}
 	}
-	l.synced, l.last = true, st
+	l.synced = true
 	s := SyncStats{StatusUpdates: len(updates), Hosts: len(tab.Hosts), Backends: len(tab.Backends), XDS: stats, Took: time.Since(start)}
 	if stats.Changed+stats.Deleted > 0 || s.StatusUpdates > 0 {
 		l.log.DebugContext(ctx, "synced", "statuses", s.StatusUpdates, "hosts", s.Hosts, "backends", s.Backends,
@@ -267,7 +268,13 @@ func (l *Loop) tellRevisions(st *routing.State, changed []routing.Ref, full bool
 	if l.revs == nil {
 		return
 	}
-	if full || l.last == nil {
+	if full || l.served == nil {
+		l.served = make(map[routing.Key][]routing.Key, len(st.Routes))
+		for k := range st.Routes {
+			if s := st.ServedRevisions(k); len(s) > 0 {
+				l.served[k] = s
+			}
+		}
 		for k, rev := range st.Revisions {
 			l.revs.Upsert(rev, st.Reachable(k))
 		}
@@ -291,11 +298,17 @@ func (l *Loop) tellRevisions(st *routing.State, changed []routing.Ref, full bool
 		case v1.KindRevision:
 			tell(ref.Key)
 		case v1.KindRoute:
-			for _, k := range l.last.ServedRevisions(ref.Key) {
+			for _, k := range l.served[ref.Key] {
 				tell(k)
 			}
-			for _, k := range st.ServedRevisions(ref.Key) {
+			now := st.ServedRevisions(ref.Key)
+			for _, k := range now {
 				tell(k)
+			}
+			if len(now) > 0 {
+				l.served[ref.Key] = now
+			} else {
+				delete(l.served, ref.Key)
 			}
 		}
 	}

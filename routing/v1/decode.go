@@ -134,7 +134,10 @@ func decodeDocument(d document) (Object, error) {
 		return nil, errEmpty
 	}
 	var m map[string]any
-	if err := json.Unmarshal(j, &m); err != nil {
+	// Strict here too: decoding into a map keeps the last of duplicate keys silently, and the
+	// object is decoded from the map. YAML duplicates were refused already by YAMLToJSONStrict.
+	dups, err := kjson.UnmarshalStrict(j, &m, kjson.DisallowDuplicateFields)
+	if err != nil {
 		return nil, fmt.Errorf("line %d: not an object: %w", d.line, err)
 	}
 	apiVersion, _ := m["apiVersion"].(string)
@@ -163,9 +166,16 @@ func decodeDocument(d document) (Object, error) {
 	if apiVersion != APIVersion {
 		return nil, fmt.Errorf("%s: apiVersion %q is not supported: sluice accepts %s", what, apiVersion, APIVersion)
 	}
+	if len(dups) > 0 {
+		msgs := make([]string, len(dups))
+		for i, e := range dups {
+			msgs[i] = e.Error()
+		}
+		return nil, fmt.Errorf("%s: %s", what, strings.Join(msgs, "; "))
+	}
 	// Status is sluice's to write; dropping it lets `get -o yaml` output be applied back.
 	delete(m, "status")
-	j, err := json.Marshal(m)
+	j, err = json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}

@@ -6,8 +6,10 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -52,6 +54,10 @@ func Validate(o Object) error {
 	validateName(&es, meta, o.GetName(), o.GetGenerateName())
 	if msgs := validation.IsDNS1123Label(o.GetNamespace()); len(msgs) > 0 {
 		es.add(meta.Child("namespace"), "%q is not a DNS-1123 label: %s", o.GetNamespace(), strings.Join(msgs, ", "))
+	}
+	validateAnnotations(&es, meta.Child("annotations"), o.GetAnnotations())
+	if _, ok := o.(*Revision); !ok {
+		validateRolloutDuration(&es, meta.Child("annotations"), o.GetAnnotations())
 	}
 	spec := field.NewPath("spec")
 	switch o := o.(type) {
@@ -110,9 +116,59 @@ func validateTemplate(es *errs, p *field.Path, parent, namespace string, t *Revi
 	if t.Namespace != "" && t.Namespace != namespace {
 		es.add(meta.Child("namespace"), "must be empty or %q: a revision lives in its configuration's namespace, got %q", namespace, t.Namespace)
 	}
+	validateAnnotations(es, meta.Child("annotations"), t.Annotations)
 	validateEndpointsAnnotation(es, meta.Child("annotations").Key(AnnotationEndpoints), t.Annotations)
 	validateAutoscaling(es, meta.Child("annotations"), t.Annotations)
 	validateRevisionSpec(es, p.Child("spec"), &t.Spec)
+}
+
+// validateAnnotations checks annotation keys and sizes as Kubernetes does (qualified names,
+// optionally prefixed by a DNS subdomain; 256 KiB in all), so what sluice accepts a cluster would.
+func validateAnnotations(es *errs, p *field.Path, annotations map[string]string) {
+	for _, e := range apivalidation.ValidateAnnotations(annotations, p) {
+		*es = append(*es, FieldError{Path: e.Field, Message: e.ErrorBody()})
+	}
+}
+
+// validateRolloutDuration is Knative's check of the rollout-duration annotation
+// (pkg/apis/serving/metadata_validation.go): a Go duration, whole seconds, not negative.
+func validateRolloutDuration(es *errs, p *field.Path, annotations map[string]string) {
+	v, ok := annotations[AnnotationRolloutDuration]
+	if !ok {
+		return
+	}
+	kp := p.Key(AnnotationRolloutDuration)
+	d, err := time.ParseDuration(v)
+	switch {
+	case err != nil:
+		es.add(kp, "%q is not a duration (want e.g. 120s or 5m)", v)
+	case d.Round(time.Second) != d:
+		es.add(kp, "%q is not at second precision", v)
+	case d < 0:
+		es.add(kp, "%q must not be negative", v)
+	}
+}
+
+// reservedEnv are the variables sluice sets for every instance, as Knative's queue-proxy and
+// runtime contract do; a template may not set them (Knative's reservedEnvVars).
+var reservedEnv = map[string]bool{"PORT": true, "K_SERVICE": true, "K_CONFIGURATION": true, "K_REVISION": true}
+
+// validateEnv checks a container's env as Kubernetes and Knative do: every variable has a valid
+// name, and none of the reserved ones is set.
+func validateEnv(es *errs, p *field.Path, env []corev1.EnvVar) {
+	for i, e := range env {
+		np := p.Index(i).Child("name")
+		switch {
+		case e.Name == "":
+			es.add(np, "required")
+		case reservedEnv[e.Name]:
+			es.add(np, "%q is a reserved environment variable: sluice sets it for every instance", e.Name)
+		default:
+			if msgs := validation.IsEnvVarName(e.Name); len(msgs) > 0 {
+				es.add(np, "%q is not a valid environment variable name: %s", e.Name, strings.Join(msgs, ", "))
+			}
+		}
+	}
 }
 
 func validateRevisionSpec(es *errs, p *field.Path, s *RevisionSpec) {
@@ -146,6 +202,7 @@ func validateRevisionSpec(es *errs, p *field.Path, s *RevisionSpec) {
 			es.add(cp.Child("name"), "duplicate container name %q", c.Name)
 		}
 		names[c.Name] = true
+		validateEnv(es, cp.Child("env"), c.Env)
 		for j, port := range c.Ports {
 			pp := cp.Child("ports").Index(j)
 			ports++
@@ -209,6 +266,9 @@ func ParseEndpoints(s string) ([]netip.AddrPort, error) {
 		}
 		if addr.Zone() != "" {
 			return nil, fmt.Errorf("%q: IPv6 zones are not supported", part)
+		}
+		if addr.IsUnspecified() {
+			return nil, fmt.Errorf("%q: %s is not an address requests can be sent to; give the instance's IP address", part, addr)
 		}
 		n, err := strconv.ParseUint(port, 10, 16)
 		if err != nil || n == 0 {

@@ -106,6 +106,45 @@ func TestValidateService(t *testing.T) {
 		{"explicit revision name without prefix", func(s *Service) { s.Spec.Template.Name = "other-v1" },
 			`spec.template.metadata.name: "other-v1" must have prefix "hello-"`},
 		{"explicit revision name", func(s *Service) { s.Spec.Template.Name = "hello-v1" }, ""},
+		{"env without a name", func(s *Service) {
+			s.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "A", Value: "1"}, {Value: "x"}}
+		}, "spec.template.spec.containers[0].env[1].name: required"},
+		{"env name with =", func(s *Service) {
+			s.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "A=B", Value: "1"}}
+		}, `spec.template.spec.containers[0].env[0].name: "A=B" is not a valid environment variable name`},
+		{"env PORT", func(s *Service) {
+			s.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "PORT", Value: "9999"}}
+		}, `spec.template.spec.containers[0].env[0].name: "PORT" is a reserved environment variable`},
+		{"env K_REVISION", func(s *Service) {
+			s.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "K_REVISION", Value: "x"}}
+		}, `"K_REVISION" is a reserved environment variable`},
+		{"env ok", func(s *Service) {
+			s.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "TARGET", Value: "v1"}, {Name: "my.var-1", Value: "x"}}
+		}, ""},
+		{"rollout-duration banana", func(s *Service) {
+			s.Annotations = map[string]string{"serving.knative.dev/rollout-duration": "banana"}
+		}, `metadata.annotations[serving.knative.dev/rollout-duration]: "banana" is not a duration`},
+		{"rollout-duration below a second", func(s *Service) {
+			s.Annotations = map[string]string{"serving.knative.dev/rollout-duration": "1500ms"}
+		}, "not at second precision"},
+		{"rollout-duration negative", func(s *Service) {
+			s.Annotations = map[string]string{"serving.knative.dev/rollout-duration": "-10s"}
+		}, "must not be negative"},
+		{"rollout-duration ok", func(s *Service) {
+			s.Annotations = map[string]string{"serving.knative.dev/rollout-duration": "120s"}
+		}, ""},
+		{"annotation key not a qualified name", func(s *Service) {
+			s.Annotations = map[string]string{"bad key!": "x"}
+		}, "metadata.annotations: Invalid value: \"bad key!\""},
+		{"template annotation key not a qualified name", func(s *Service) {
+			s.Spec.Template.Annotations = map[string]string{"/nope": "x"}
+		}, "spec.template.metadata.annotations: Invalid value"},
+		{"endpoints unspecified address", func(s *Service) {
+			s.Spec.Template.Annotations = map[string]string{AnnotationEndpoints: "0.0.0.0:80"}
+		}, `"0.0.0.0:80": 0.0.0.0 is not an address requests can be sent to`},
+		{"endpoints unspecified IPv6", func(s *Service) {
+			s.Spec.Template.Annotations = map[string]string{AnnotationEndpoints: "[::]:80"}
+		}, "is not an address requests can be sent to"},
 		{"endpoints ok", func(s *Service) {
 			s.Spec.Template.Annotations = map[string]string{AnnotationEndpoints: "10.0.0.5:8080, [fd00::1]:8080"}
 		}, ""},
